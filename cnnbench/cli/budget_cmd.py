@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cnnbench.cli.common import ClassesOption, GrayscaleFlag, JsonFlag, SizeOption, emit_json, stdout
+
+
+def budget(
+    model: Annotated[str, typer.Argument(help="A zoo model name or fit:N.")],
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset whose shape and classes to use "
+                                                 "(no files needed). Default: the model's seed input.")] = None,
+    size: SizeOption = None,
+    grayscale: GrayscaleFlag = False,
+    classes: ClassesOption = None,
+    max_params: Annotated[int | None, typer.Option("--max-params", help="Exit 1 when the count exceeds N.")] = None,
+    count: Annotated[str, typer.Option("--count", help="Which count --max-params compares: trainable (PyTorch) or "
+                                       "keras_total (trainable + BatchNorm statistics).")] = "trainable",
+    json_output: JsonFlag = False,
+) -> None:  # fmt: skip
+    """Count a model's parameters, BatchNorm statistics, Keras-style total, MACs and size; check a budget."""
+    from cnnbench.budget import check, dataset_input
+    from cnnbench.models import MODELS
+
+    if dataset is not None:
+        spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes)
+    elif size is not None or grayscale or classes is not None:
+        raise typer.BadParameter("--size, --grayscale and --classes need --dataset", param_hint="--dataset")
+    elif model.startswith("fit:"):
+        raise typer.BadParameter(f"{model} is sized for a dataset; pass --dataset", param_hint="--dataset")
+    else:
+        spec = MODELS.get(model).seed_input  # an unknown name raises here, listing the zoo
+    result = check(model, spec, max_params=max_params, count=count)
+    verdict = result["budget"]
+    if json_output:
+        emit_json(result)
+    else:
+        table = Table(show_header=False)
+        table.add_column("what")
+        table.add_column("value", justify="right")
+        table.add_row("model", model)
+        table.add_row("input", result["input"])
+        for key, label in (("trainable", "trainable parameters (PyTorch)"), ("frozen", "frozen parameters"),
+                           ("bn_statistics", "BatchNorm statistics (buffers)"),
+                           ("keras_total", "Keras-style total"), ("macs", "MACs per image")):  # fmt: skip
+            table.add_row(label, f"{result[key]:,}")
+        table.add_row("size", f"{result['size_mb']:.4f} MB")
+        console = stdout()
+        console.print(table)
+        if verdict:
+            word = "within" if verdict["within"] else "OVER"
+            console.print(f"{word} budget: {verdict['count']} = {verdict['value']:,} vs max {verdict['max_params']:,}",
+                          markup=False)  # fmt: skip
+    if verdict and not verdict["within"]:
+        raise typer.Exit(1)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cnnbench.cli.common import JsonFlag, emit_json, stdout
+
+
+def models(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Count parameters at this dataset's shape "
+                                                 "instead of each model's seed input.")] = None,
+    json_output: JsonFlag = False,
+) -> None:  # fmt: skip
+    """List the model zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs."""
+    from cnnbench.budget import dataset_input, describe_model
+    from cnnbench.models import MODELS
+
+    spec = dataset_input(dataset) if dataset else None
+    rows = [describe_model(name, spec or MODELS.get(name).seed_input) for name in MODELS]
+    family = "fit:N  widest member of a VGG-style family (2 convs + BN per stage) with at most N trainable parameters"
+    if json_output:
+        emit_json({"models": rows, "families": [family]})
+        return
+    table = Table()
+    for column in ("name", "input", "trainable", "keras total", "MACs", "MB", "description"):
+        table.add_column(column, justify="right" if column in ("trainable", "keras total", "MACs", "MB") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["input"], f"{row['trainable']:,}", f"{row['keras_total']:,}",
+                      f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"])  # fmt: skip
+    console = stdout()
+    console.print(table)
+    console.print(family, markup=False)

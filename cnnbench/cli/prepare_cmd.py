@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cnnbench.cli.common import (ClassesOption, DownloadFlag, GrayscaleFlag, JsonFlag, QuietFlag, RootOption,
+                                 SizeOption, SourceOption, SplitOption, StorageOption, ValFractionOption, data_options,
+                                 emit_json, log_to_stderr, stdout)  # fmt: skip
+
+
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="A name from `cnnbench datasets`, or folder:PATH.")],
+    root: RootOption = Path("data"),
+    split: SplitOption = None,
+    val_fraction: ValFractionOption = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the split and the class subset.")] = 0,
+    classes: ClassesOption = None,
+    grayscale: GrayscaleFlag = False,
+    size: SizeOption = None,
+    source: SourceOption = None,
+    download: DownloadFlag = False,
+    storage: StorageOption = "auto",
+    quiet: QuietFlag = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Read a dataset's files, split them (stratified, seeded) and write the prepared cache under ROOT/prepared/."""
+    from cnnbench.data.prepare import load_or_prepare
+
+    options = data_options(dataset=dataset, root=root, split=split, val_fraction=val_fraction, seed=seed,
+                           classes=classes, grayscale=grayscale, size=size, source=source, download=download,
+                           storage=storage)  # fmt: skip
+    prepared = load_or_prepare(options, log=log_to_stderr(quiet))
+    manifest = prepared.manifest
+    if json_output:
+        emit_json({"directory": str(prepared.directory), **manifest})
+        return
+    shape = manifest["input"]
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("dataset", manifest["dataset"])
+    table.add_row("prepared cache", str(prepared.directory))
+    table.add_row("source", manifest["source"])
+    table.add_row("images", f"{shape['channels']}x{shape['height']}x{shape['width']}, {manifest['storage']}")
+    table.add_row("classes", f"{len(manifest['classes'])}: {', '.join(manifest['classes'][:12])}"
+                  + (" ..." if len(manifest["classes"]) > 12 else ""))  # fmt: skip
+    for name, counts in manifest["counts"].items():
+        table.add_row(name, f"{counts['total']:,}  (hash {manifest['split_hashes'][name][:12]})")
+    table.add_row("skipped files", str(len(manifest["skipped"])))
+    stdout().print(table)

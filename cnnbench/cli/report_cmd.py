@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cnnbench.cli.common import JsonFlag, emit_json, stdout
+
+
+def report(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Run directories or folders holding them. "
+                                                       "[default: results/runs]", show_default=False)] = None,
+    columns: Annotated[str | None, typer.Option("--columns", help="Comma-separated columns (default: the seeds' "
+                                                "table). `--columns list` shows them all.")] = None,
+    sort: Annotated[str | None, typer.Option("--sort", help="Column to sort by; prefix - for descending, "
+                                             "e.g. -test_accuracy.")] = None,
+    group_by: Annotated[str | None, typer.Option("--group-by", help="Comma-separated columns; other numeric "
+                                                 "columns become mean ± std with n (e.g. over seeds).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.csv and report.md.")] = Path("results"),
+    plots: Annotated[bool, typer.Option("--plots", help="Also draw loss/accuracy curves to OUT/plots/.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Gather runs into one table (written as OUT/report.csv and OUT/report.md); never modifies a run."""
+    from cnnbench.report import build_table, collect, parse_columns, plot_curves, to_markdown, write_report
+    from cnnbench.runs import find_runs
+
+    sources = paths or [Path("results/runs")]
+    frame = collect(sources)
+    if columns == "list":
+        stdout().print("\n".join(frame.columns), markup=False)
+        return
+    chosen = parse_columns(columns, frame)
+    groups = [c.strip() for c in group_by.split(",") if c.strip()] if group_by else None
+    table = build_table(frame, columns=chosen, sort=sort, group_by=groups)
+    written = write_report(table, out)
+    images = plot_curves(find_runs(sources), out / "plots") if plots else []
+    if json_output:
+        emit_json({"rows": table.to_dict(orient="records"), "files": {k: str(v) for k, v in written.items()},
+                   "plots": [str(p) for p in images]})  # fmt: skip
+        return
+    console = stdout()
+    console.print(to_markdown(table), markup=False)
+    console.print(f"\nwritten: {written['csv']}, {written['markdown']}"
+                  + (f", {len(images)} plot(s) in {out / 'plots'}" if images else ""), markup=False)  # fmt: skip

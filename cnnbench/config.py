@@ -1,0 +1,148 @@
+"""The training configuration: one frozen, keyword-only dataclass, saved in every run's config.json.
+
+Precedence is defaults < config file (`--config FILE`, JSON or TOML) < flags actually passed. The CLI passes only the
+flags a user typed (its options default to None), so `resolve_config` can tell "not given" from "given the default".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from cnnbench.errors import UsageError
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
+MONITORS = ("val_loss", "val_acc")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INITS = ("default", "glorot", "he")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    model: str = "mnist-7498"
+    dropout: float | None = None  # None: the model's own default
+    init: str = "default"  # default (PyTorch's) | glorot (Keras' default) | he
+    epochs: int = 20
+    batch_size: int = 128
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9  # sgd, rmsprop
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    l1: float = 0.0  # penalty on the weights of the layers matched by reg_layers (Keras kernel_regularizer)
+    l2: float = 0.0
+    reg_layers: str = "*"  # glob over module names, e.g. "head.*"
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    step_size: int = 30  # step schedule: epochs between decays
+    gamma: float = 0.1  # step and plateau: decay factor
+    plateau_patience: int = 5  # plateau: epochs without val-loss improvement before decaying
+    label_smoothing: float = 0.0
+    clip_grad: float | None = None  # max global gradient norm
+    patience: int = 0  # early stopping patience in epochs; 0 = off
+    monitor: str = "val_loss"
+    min_delta: float = 0.0
+    augment: str = "none"
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"
+    channels_last: bool | None = None  # None: on for CUDA, off on CPU
+    compile: bool = False
+    max_params: int | None = None
+    eval_batch_size: int = 1024
+    workers: int | None = None  # DataLoader workers for file-index datasets; None: up to 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--config {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
+        raise UsageError(f"--config {str(path)!r} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}")
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {str(path)!r} must hold an object of option names and values")
+    return data
+
+
+def resolve_config(passed: dict[str, Any], config_file: Path | None = None, base: TrainConfig | None = None):
+    """defaults (or `base`) < config file < flags actually passed (None values mean 'not passed')."""
+    config = base or TrainConfig()
+    known = {f.name for f in fields(TrainConfig)}
+    layers = [load_config_file(config_file)] if config_file else []
+    layers.append({k: v for k, v in passed.items() if v is not None})
+    for layer in layers:
+        unknown = sorted(set(layer) - known)
+        if unknown:
+            raise UsageError(f"unknown training option(s) {', '.join(unknown)} in --config; known: {', '.join(sorted(known))}")
+        for name, value in layer.items():
+            _check_type(name, value)
+        config = replace(config, **layer)
+    return validate_config(config)
+
+
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "None": lambda v: v is None,
+}
+
+
+def _check_type(name: str, value: Any) -> None:
+    """Config files can hold any JSON value; reject a wrong type with the option's name rather than a TypeError."""
+    declared = {f.name: f.type for f in fields(TrainConfig)}[name]
+    allowed = [part.strip() for part in str(declared).split("|")]
+    if not any(_TYPE_CHECKS[kind](value) for kind in allowed):
+        raise UsageError(f"bad {name} {value!r} in --config: expected {' or '.join(allowed)}")
+
+
+def validate_config(config: TrainConfig) -> TrainConfig:
+    def choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            raise UsageError(f"bad --{name.replace('_', '-')} {value!r}: choose from {', '.join(allowed)}")
+
+    def positive(name: str, value: float | int | None, *, zero_ok: bool = False) -> None:
+        if value is not None and (not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
+            need = "zero or more" if zero_ok else "greater than zero"
+            raise UsageError(f"bad --{name.replace('_', '-')} {value}: expected a number {need}")
+
+    choice("optimizer", config.optimizer, OPTIMIZERS)
+    choice("schedule", config.schedule, SCHEDULES)
+    choice("monitor", config.monitor, MONITORS)
+    choice("precision", config.precision, PRECISIONS)
+    choice("init", config.init, INITS)
+    for name in ("epochs", "batch_size", "lr", "eval_batch_size", "step_size", "plateau_patience", "max_params"):
+        positive(name, getattr(config, name))
+    for name in ("weight_decay", "l1", "l2", "warmup_epochs", "patience", "min_delta", "momentum", "label_smoothing"):
+        positive(name, getattr(config, name), zero_ok=True)
+    if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
+        raise UsageError(f"bad --dropout {config.dropout}: expected a probability in [0, 1)")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise UsageError(f"bad --{name} {getattr(config, name)}: expected a value in [0, 1)")
+    if config.clip_grad is not None:
+        positive("clip_grad", config.clip_grad)
+    from cnnbench.data.augment import parse_augment
+
+    parse_augment(config.augment)  # raises a UsageError naming the bad item
+    return config

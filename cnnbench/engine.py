@@ -1,0 +1,519 @@
+"""The training and evaluation loops: one engine for CPU, CUDA and MPS.
+
+The engine knows nothing of files, the CLI or Optuna. It takes a model, a prepared dataset and a TrainConfig, and
+reports each finished epoch to a callback (which the run directory uses to write metrics and checkpoints, and a tuner
+can use to prune a trial). Its whole state round-trips through `state_dict()`, so a resumed run continues exactly.
+
+Speed choices, and why:
+- Data that fits in memory lives on the device as one uint8 tensor; a batch is an index slice, converted, normalised
+  and augmented as a whole batch on the device (no per-sample Python or PIL work).
+- No host synchronisation inside the step: loss and accuracy are summed on the device and read once per epoch (and
+  when the progress display asks, a few times a second).
+- On CUDA: bf16 autocast where supported (else fp16 with a gradient scaler), channels_last, optional torch.compile.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnbench.config import TrainConfig
+from cnnbench.data.augment import AugmentSpec, parse_augment
+from cnnbench.data.prepare import Prepared, SplitData
+from cnnbench.errors import UsageError
+
+# --- device and precision ---------------------------------------------------------------------------------------------
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UsageError(f"bad --device {requested!r}: choose auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {requested}: CUDA is not available on this machine; use --device cpu or auto")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {requested}: MPS is not available on this machine; use --device cpu or auto")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"bad --device {requested!r}: choose auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    if requested != "auto":
+        if requested in ("bf16", "fp16") and device.type == "cpu" and requested == "fp16":
+            raise UsageError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --- batches ----------------------------------------------------------------------------------------------------------
+
+
+class InMemoryBatches:
+    """A split held as one uint8 tensor on the device; batches are index slices."""
+
+    def __init__(self, split: SplitData, batch_size: int, device: torch.device) -> None:
+        self.images = split.images.to(device)
+        self.labels = split.labels.to(device)
+        self.batch_size = batch_size
+        self.device = device
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(None)
+
+    def iterate(self, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=generator).to(self.device) if generator is not None else None
+        for start in range(0, n, self.batch_size):
+            if order is None:
+                yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
+            else:
+                idx = order[start : start + self.batch_size]
+                yield self.images[idx], self.labels[idx]
+
+
+class StreamBatches:
+    """A split kept on disk as a file index, decoded by DataLoader workers into uint8 batches."""
+
+    def __init__(self, split: SplitData, batch_size: int, device: torch.device, *, size: int, channels: int,
+                 workers: int | None) -> None:  # fmt: skip
+        from cnnbench.data.images import ImageFileDataset
+
+        self.dataset = ImageFileDataset(split.paths, split.labels.tolist(), size, channels)
+        self.batch_size = batch_size
+        self.device = device
+        self.workers = min(4, torch.get_num_threads()) if workers is None else workers
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.dataset)
+
+    def iterate(self, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=self.batch_size, shuffle=generator is not None, generator=generator,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )  # fmt: skip
+        for images, labels in loader:
+            yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+
+
+def make_batches(prepared: Prepared, split: str, batch_size: int, device: torch.device, workers: int | None = None):
+    data = prepared.splits[split]
+    if prepared.in_memory:
+        return InMemoryBatches(data, batch_size, device)
+    spec = prepared.input_spec
+    return StreamBatches(data, batch_size, device, size=spec.height, channels=spec.channels, workers=workers)
+
+
+class Preprocess:
+    """uint8 batch -> normalised float batch (augmented in training), in the model's memory format."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device, *, augment: AugmentSpec,
+                 channels_last: bool) -> None:  # fmt: skip
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.inv_std = 1.0 / torch.tensor(std, device=device).view(1, -1, 1, 1)
+        self.augment = augment
+        self.channels_last = channels_last
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = images.float().div_(255.0)
+        if generator is not None and self.augment.enabled:
+            from cnnbench.data.augment import augment_batch
+
+            x = augment_batch(x, self.augment, generator)
+        x = (x - self.mean).mul_(self.inv_std)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+# --- losses -----------------------------------------------------------------------------------------------------------
+
+
+def batch_loss(logits: torch.Tensor, labels: torch.Tensor, *, label_smoothing: float = 0.0,
+               reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    """Cross-entropy, or binary cross-entropy when the model has one sigmoid logit (two-class S4 models)."""
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        target = labels.float()
+        if label_smoothing:
+            target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
+        return F.binary_cross_entropy_with_logits(logits[:, 0], target, reduction=reduction)
+    return F.cross_entropy(logits, labels, label_smoothing=label_smoothing, reduction=reduction)
+
+
+def predicted(logits: torch.Tensor) -> torch.Tensor:
+    return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+
+def probabilities(logits: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        p = torch.sigmoid(logits)
+        return torch.cat([1 - p, p], dim=1)
+    return torch.softmax(logits, dim=1)
+
+
+# --- optimizers and schedules -----------------------------------------------------------------------------------------
+
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]] = {
+    "adam": lambda groups, c: torch.optim.Adam(groups, lr=c.lr, betas=(c.beta1, c.beta2), weight_decay=c.weight_decay),
+    "adamw": lambda groups, c: torch.optim.AdamW(groups, lr=c.lr, betas=(c.beta1, c.beta2),
+                                                 weight_decay=c.weight_decay),
+    "sgd": lambda groups, c: torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
+                                             weight_decay=c.weight_decay),
+    "rmsprop": lambda groups, c: torch.optim.RMSprop(groups, lr=c.lr, momentum=c.momentum,
+                                                     weight_decay=c.weight_decay),
+}  # fmt: skip
+
+
+class LRSchedule:
+    """Learning-rate factor per optimizer step: warmup x (constant | step | cosine | onecycle), x a plateau factor.
+
+    Written here rather than composed from torch.optim.lr_scheduler because warmup + ReduceLROnPlateau do not chain
+    there, and because its whole state is three numbers that resume exactly. `onecycle` follows torch's OneCycleLR
+    defaults (rise from lr/25 over 30% of the steps, cosine down to lr/1e4).
+    """
+
+    def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
+        self.config = config
+        self.steps_per_epoch = max(1, steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.plateau_factor = 1.0
+        self.plateau_best = math.inf
+        self.plateau_bad_epochs = 0
+
+    def factor(self, step: int) -> float:
+        c = self.config
+        epoch = step / self.steps_per_epoch
+        warmup_steps = c.warmup_epochs * self.steps_per_epoch
+        warm = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if c.schedule == "step":
+            shape = c.gamma ** int(epoch // c.step_size)
+        elif c.schedule == "cosine":
+            progress = min(1.0, max(0.0, (step - warmup_steps) / max(1.0, self.total_steps - warmup_steps)))
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif c.schedule == "onecycle":
+            rise = 0.3 * self.total_steps
+            if step < rise:
+                shape = 1 / 25 + (1 - 1 / 25) * step / rise
+            else:
+                progress = min(1.0, (step - rise) / max(1.0, self.total_steps - rise))
+                shape = 1e-4 + (1 - 1e-4) * 0.5 * (1.0 + math.cos(math.pi * progress))
+            warm = 1.0
+        else:
+            shape = 1.0
+        return warm * shape * self.plateau_factor
+
+    def end_epoch(self, val_loss: float) -> None:
+        if self.config.schedule != "plateau" or math.isnan(val_loss):
+            return
+        if val_loss < self.plateau_best - 1e-12:
+            self.plateau_best, self.plateau_bad_epochs = val_loss, 0
+        else:
+            self.plateau_bad_epochs += 1
+            if self.plateau_bad_epochs >= self.config.plateau_patience:
+                self.plateau_factor *= self.config.gamma
+                self.plateau_bad_epochs = 0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"plateau_factor": self.plateau_factor, "plateau_best": self.plateau_best,
+                "plateau_bad_epochs": self.plateau_bad_epochs}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.plateau_factor = float(state["plateau_factor"])
+        self.plateau_best = float(state["plateau_best"])
+        self.plateau_bad_epochs = int(state["plateau_bad_epochs"])
+
+
+def penalized_weights(model: nn.Module, pattern: str) -> list[torch.Tensor]:
+    """Weights (not biases, not BatchNorm) of conv and linear layers whose module name matches `pattern`."""
+    chosen = [
+        module.weight
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and fnmatch.fnmatch(name, pattern) and module.weight.requires_grad
+    ]
+    if not chosen:
+        raise UsageError(f"--reg-layers {pattern!r} matches no conv or linear layer of this model")
+    return chosen
+
+
+def initialise(model: nn.Module, scheme: str) -> None:
+    """`glorot`: Keras' default (Glorot-uniform kernels, zero biases); `he`: He-uniform (S4's ReLU layers)."""
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if scheme == "glorot":
+                nn.init.xavier_uniform_(module.weight)
+            else:
+                nn.init.kaiming_uniform_(module.weight, nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+# --- the trainer ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    lr: float
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    seconds: float
+    images_per_s: float
+    improved: bool  # best so far on the monitored metric
+    stop: bool  # early stopping triggered
+
+    def row(self) -> dict[str, float | int]:
+        return {k: v for k, v in vars(self).items() if k not in ("improved", "stop")}
+
+
+class Progress(Protocol):
+    def start_epoch(self, epoch: int, epochs: int, batches: int) -> None: ...
+    def batch(self, done: int, stats: Callable[[], tuple[float, float, float]]) -> None: ...
+    def end_epoch(self, result: EpochResult) -> None: ...
+
+
+@dataclass
+class EarlyStopping:
+    monitor: str
+    patience: int
+    min_delta: float
+    best: float = math.nan
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, value: float) -> tuple[bool, bool]:
+        """Returns (improved, stop)."""
+        sign = -1.0 if self.monitor == "val_loss" else 1.0
+        improved = math.isnan(self.best) or sign * (value - self.best) > self.min_delta
+        if math.isnan(value):
+            improved = self.best_epoch == 0
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved, self.patience > 0 and self.bad_epochs >= self.patience
+
+
+@dataclass
+class Trainer:
+    model: nn.Module
+    prepared: Prepared
+    config: TrainConfig
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    early: EarlyStopping = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.config
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.forward = torch.compile(self.model) if c.compile else self.model
+        self.train_batches = make_batches(self.prepared, "train", c.batch_size, self.device, c.workers)
+        self.val_batches = make_batches(self.prepared, "val", c.eval_batch_size, self.device, c.workers)
+        self.preprocess = Preprocess(self.prepared.mean, self.prepared.std, self.device,
+                                     augment=parse_augment(c.augment), channels_last=self.channels_last)  # fmt: skip
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = OPTIMIZERS[c.optimizer]([{"params": params}], c)
+        for group in self.optimizer.param_groups:
+            group.setdefault("base_lr", group["lr"])
+        self.schedule = LRSchedule(c, len(self.train_batches))
+        self.penalized = penalized_weights(self.model, c.reg_layers) if (c.l1 or c.l2) else []
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.shuffle_generator = torch.Generator().manual_seed(c.seed)
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1)
+        self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
+        if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
+            raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
+
+    def autocast(self):
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def penalty(self) -> torch.Tensor | float:
+        c = self.config
+        total: torch.Tensor | float = 0.0
+        for weight in self.penalized:
+            if c.l1:
+                total = total + c.l1 * weight.abs().sum()
+            if c.l2:
+                total = total + c.l2 * weight.pow(2).sum()
+        return total
+
+    def train_epoch(self, progress: Progress | None) -> tuple[float, float, float, float]:
+        c = self.config
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        start = time.perf_counter()
+        lr = c.lr
+        for i, (images, labels) in enumerate(self.train_batches.iterate(self.shuffle_generator)):
+            factor = self.schedule.factor(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            lr = self.optimizer.param_groups[0]["lr"]
+            x = self.preprocess(images, self.augment_generator)
+            with self.autocast():
+                logits = self.forward(x)
+            loss = batch_loss(logits, labels, label_smoothing=c.label_smoothing)
+            objective = loss + self.penalty() if self.penalized else loss
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(objective).backward()
+            if c.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.step += 1
+            n = labels.shape[0]
+            seen += n
+            loss_sum += loss.detach() * n
+            correct += (predicted(logits.detach()) == labels).sum()
+            if progress is not None:
+                progress.batch(i + 1, lambda: _running(loss_sum, correct, seen, start))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - start
+        return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seconds, lr
+
+    @torch.inference_mode()
+    def evaluate(self, batches) -> tuple[float, float]:
+        """Mean loss and accuracy over a split (no augmentation, inference mode)."""
+        self.model.eval()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        seen = 0
+        for images, labels in batches.iterate(None):
+            with self.autocast():
+                logits = self.forward(self.preprocess(images))
+            loss_sum += batch_loss(logits, labels, reduction="sum")
+            correct += (predicted(logits) == labels).sum()
+            seen += labels.shape[0]
+        if seen == 0:
+            return math.nan, math.nan
+        return float(loss_sum) / seen, float(correct) / seen
+
+    def fit(self, on_epoch_end: Callable[[EpochResult], None] | None = None,
+            progress: Progress | None = None) -> None:  # fmt: skip
+        """Train from `self.epoch` to config.epochs (or until early stopping); `on_epoch_end` sees every epoch."""
+        c = self.config
+        while self.epoch < c.epochs:
+            if progress is not None:
+                progress.start_epoch(self.epoch + 1, c.epochs, len(self.train_batches))
+            train_loss, train_acc, seconds, lr = self.train_epoch(progress)
+            val_loss, val_acc = self.evaluate(self.val_batches)
+            self.epoch += 1
+            self.schedule.end_epoch(val_loss)
+            improved, stop = self.early.update(self.epoch, val_loss if c.monitor == "val_loss" else val_acc)
+            result = EpochResult(epoch=self.epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
+                                 val_loss=val_loss, val_acc=val_acc, seconds=seconds,
+                                 images_per_s=self.train_batches.num_images / max(seconds, 1e-9),
+                                 improved=improved, stop=stop)  # fmt: skip
+            if progress is not None:
+                progress.end_epoch(result)
+            if on_epoch_end is not None:
+                on_epoch_end(result)
+            if stop:
+                break
+
+    # --- state, for exact resume ---
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
+               "augment": self.augment_generator.get_state()}  # fmt: skip
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "early_stopping": {"best": self.early.best, "best_epoch": self.early.best_epoch,
+                               "bad_epochs": self.early.bad_epochs},  # fmt: skip
+            "epoch": self.epoch,
+            "step": self.step,
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.schedule.load_state_dict(state["schedule"])
+        early = state["early_stopping"]
+        self.early.best, self.early.best_epoch, self.early.bad_epochs = (
+            float(early["best"]), int(early["best_epoch"]), int(early["bad_epochs"]))  # fmt: skip
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        self.shuffle_generator.set_state(rng["shuffle"])
+        self.augment_generator.set_state(rng["augment"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def _running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> tuple[float, float, float]:
+    """Running loss, accuracy and images/s: a host sync, so called only when the progress display refreshes."""
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    return float(loss_sum) / max(seen, 1), float(correct) / max(seen, 1), seen / elapsed
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches, preprocess: Preprocess, precision: str = "fp32",
+            device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:  # fmt: skip
+    """Class probabilities and labels for a whole split, and the seconds the forward passes took."""
+    model.eval()
+    device = device or next(model.parameters()).device
+    dtype = AUTOCAST_DTYPES.get(precision)
+    probs, labels, seconds = [], [], 0.0
+    for images, y in batches.iterate(None):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(preprocess(images))
+        p = probabilities(logits)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds += time.perf_counter() - start
+        probs.append(p.cpu())
+        labels.append(y.cpu())
+    if not probs:
+        return torch.zeros(0, 0), torch.zeros(0, dtype=torch.int64), 0.0
+    return torch.cat(probs), torch.cat(labels), seconds

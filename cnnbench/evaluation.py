@@ -1,0 +1,93 @@
+"""`evaluate_run`: score a run's checkpoint on one split and write the results into the run's eval/ folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+from cnnbench.data.prepare import SPLITS, PrepareOptions, load_or_prepare
+from cnnbench.errors import UsageError
+from cnnbench.runs import RunDir
+from cnnbench.storage import write_json_atomic, write_text_atomic
+
+CHECKPOINTS = ("best", "last")
+
+
+def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", root: Path | None = None,
+                 device: str = "auto", batch_size: int = 1024, log=None) -> dict[str, Any]:  # fmt: skip
+    import torch
+
+    from cnnbench.data.augment import AugmentSpec
+    from cnnbench.engine import Preprocess, make_batches, predict, resolve_precision, select_device
+    from cnnbench.metrics import classification_report
+    from cnnbench.models import ModelSpec, build
+    from cnnbench.models.accounting import size_mb
+
+    if split not in SPLITS:
+        raise UsageError(f"bad --split {split!r}: choose from {', '.join(SPLITS)}")
+    if checkpoint not in CHECKPOINTS:
+        raise UsageError(f"bad --checkpoint {checkpoint!r}: choose from {', '.join(CHECKPOINTS)}")
+    if batch_size <= 0:
+        raise UsageError(f"bad --batch-size {batch_size}: expected a number greater than zero")
+    run = RunDir.open(path)
+    config = run.config()
+    data = PrepareOptions.from_dict(config["data"])
+    if root is not None:
+        data = PrepareOptions.from_dict({**config["data"], "root": str(root)})
+    prepared = load_or_prepare(data, log=log)
+    expected = config["prepared"]["split_hashes"][split]
+    if prepared.manifest["split_hashes"][split] != expected:
+        raise UsageError(f"the {split} split prepared under {data.root} differs from the one {run.name} was trained "
+                         f"with (split hash mismatch); the dataset files changed")  # fmt: skip
+    if len(prepared.splits[split]) == 0:
+        raise UsageError(f"the {split} split of {run.name}'s data is empty; choose another --split")
+
+    torch_device = select_device(device)
+    precision = resolve_precision("auto", torch_device)
+    channels_last = torch_device.type == "cuda"
+    model = build(ModelSpec.from_dict(config["model"]))
+    model.load_state_dict(run.load_checkpoint(checkpoint)["model"])
+    model.to(torch_device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    batches = make_batches(prepared, split, batch_size, torch_device)
+    preprocess = Preprocess(prepared.mean, prepared.std, torch_device, augment=AugmentSpec(),
+                            channels_last=channels_last)  # fmt: skip
+    probs, labels, seconds = predict(model, batches, preprocess, precision, torch_device)
+    report = classification_report(labels.numpy(), probs.double().numpy(), prepared.classes)
+    result = {
+        "run": run.name,
+        "split": split,
+        "checkpoint": checkpoint,
+        "loss": report["log_loss"],
+        **{k: v for k, v in report.items() if k not in ("per_class", "confusion")},
+        "images_per_s": len(labels) / max(seconds, 1e-9),
+        "size_mb": round(size_mb(model), 4),
+        "device": torch_device.type,
+        "precision": precision,
+        "data": {"dataset": data.dataset, "split_hash": expected, "synthetic": prepared.manifest.get("synthetic", False)},
+        "evaluated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "per_class": report["per_class"],
+        "confusion": report["confusion"],
+    }
+    _write(run, split, result, prepared.classes)
+    return result
+
+
+def _write(run: RunDir, split: str, result: dict[str, Any], classes: list[str]) -> None:
+    folder = run.eval_dir()
+    per_class = io.StringIO()
+    writer = csv.DictWriter(per_class, fieldnames=["class", "support", "precision", "recall", "f1", "roc_auc"],
+                            lineterminator="\n")  # fmt: skip
+    writer.writeheader()
+    writer.writerows(result["per_class"])
+    write_text_atomic(folder / f"{split}_per_class.csv", per_class.getvalue())
+    confusion = io.StringIO()
+    rows = csv.writer(confusion, lineterminator="\n")
+    rows.writerow(["true \\ predicted", *classes])
+    rows.writerows([name, *counts] for name, counts in zip(classes, result["confusion"]))
+    write_text_atomic(folder / f"{split}_confusion.csv", confusion.getvalue())
+    write_json_atomic(folder / f"{split}.json", result)  # last: the json marks a complete evaluation

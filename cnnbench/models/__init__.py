@@ -1,0 +1,55 @@
+"""Model zoo: `build_model(name, spec)` for every registered scratch model and the `fit:N` family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from cnnbench.models.fit import count_fit_params, fit_net, fit_width, parse_fit
+from cnnbench.models.zoo import MODELS, InputSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything needed to rebuild a model from a run directory: saved as JSON next to its weights."""
+
+    name: str
+    input: InputSpec
+    options: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "input": vars(self.input), "options": self.options}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
+        return cls(name=data["name"], input=InputSpec(**data["input"]), options=dict(data["options"]))
+
+
+def resolve(name: str, spec: InputSpec, *, dropout: float | None = None) -> ModelSpec:
+    """Turn a user's model name into a concrete, rebuildable spec (a `fit:N` name is resolved to its width here)."""
+    budget = parse_fit(name)
+    if budget is not None:
+        options: dict[str, Any] = {"width": fit_width(spec, budget)}
+    else:
+        entry = MODELS.get(name)
+        options = {}
+        dropout = entry.default_dropout if dropout is None else dropout
+    if dropout is not None:
+        options["dropout"] = dropout
+    return ModelSpec(name=name, input=spec, options=options)
+
+
+def build(model_spec: ModelSpec) -> nn.Module:
+    if model_spec.name.startswith("fit:"):
+        return fit_net(model_spec.input, **model_spec.options)
+    return MODELS.get(model_spec.name).build(model_spec.input, **model_spec.options)
+
+
+def build_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> tuple[nn.Module, ModelSpec]:
+    model_spec = resolve(name, spec, dropout=dropout)
+    return build(model_spec), model_spec
+
+
+__all__ = ["MODELS", "InputSpec", "ModelSpec", "build", "build_model", "count_fit_params", "resolve"]

@@ -1,0 +1,183 @@
+"""Gather run directories into one table: `report` only reads what other commands wrote, and never writes into a run.
+
+One row per run: its configuration (model, data, optimiser), its training outcome at the best epoch (summary.json),
+and every evaluation it has (eval/<split>.json, as <split>_accuracy, <split>_loss, ...). Interrupted, failed and
+incomplete runs are rows too, with their status, so a table never silently drops a run.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cnnbench.errors import UsageError
+from cnnbench.runs import RunDir, find_runs
+from cnnbench.storage import write_text_atomic
+
+# The seeds' tables: epochs, batch size, model, dropout, lr, loss, accuracy, val loss, val accuracy, test accuracy,
+# params, seconds per epoch, size MB.
+DEFAULT_COLUMNS = ["run", "status", "model", "dataset", "epochs", "batch_size", "dropout", "lr", "loss", "accuracy",
+                   "val_loss", "val_accuracy", "test_accuracy", "params", "seconds_per_epoch", "size_mb"]  # fmt: skip
+EVAL_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+             "recall_weighted", "f1_weighted", "roc_auc")  # fmt: skip
+
+
+def run_row(run: RunDir) -> dict[str, Any]:
+    config = run.config()
+    summary = run.summary() or {}
+    train = config.get("train", {})
+    model = config.get("model", {})
+    params = summary.get("params") or config.get("params", {})
+    best = summary.get("best", {})
+    row: dict[str, Any] = {
+        "run": run.name,
+        "status": summary.get("status", "incomplete"),
+        "model": model.get("name", train.get("model")),
+        "dataset": config.get("data", {}).get("dataset"),
+        "seed": train.get("seed"),
+        "epochs": summary.get("epochs_completed", len(run.metrics())),
+        "best_epoch": summary.get("best_epoch"),
+        "batch_size": train.get("batch_size"),
+        "optimizer": train.get("optimizer"),
+        "lr": train.get("lr"),
+        "dropout": model.get("options", {}).get("dropout"),
+        "augment": train.get("augment"),
+        "loss": best.get("train_loss"),
+        "accuracy": best.get("train_acc"),
+        "val_loss": best.get("val_loss"),
+        "val_accuracy": best.get("val_acc"),
+        "params": params.get("trainable"),
+        "keras_params": params.get("keras_total"),
+        "macs": params.get("macs"),
+        "size_mb": params.get("size_mb"),
+        "seconds_per_epoch": summary.get("seconds_per_epoch_median"),
+        "images_per_s": summary.get("images_per_s_median"),
+        "device": config.get("device", {}).get("type"),
+        "synthetic_data": config.get("prepared", {}).get("synthetic", False),
+        "path": str(run.path),
+    }
+    for split, result in run.evaluations().items():
+        for key in EVAL_KEYS:
+            if key in result:
+                row[f"{split}_{key}"] = result[key]
+    return row
+
+
+def collect(paths: list[Path]) -> pd.DataFrame:
+    runs = find_runs(paths)
+    if not runs:
+        raise UsageError(f"no run directories found under {', '.join(map(str, paths))}; train one with cnnbench train")
+    frame = pd.DataFrame([run_row(run) for run in runs])
+    for column in DEFAULT_COLUMNS:  # a table over runs that were never evaluated still has the seeds' columns
+        if column not in frame:
+            frame[column] = math.nan
+    return frame
+
+
+def parse_columns(text: str | None, frame: pd.DataFrame) -> list[str]:
+    if not text:
+        return list(DEFAULT_COLUMNS)
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in columns if c not in frame.columns]
+    if unknown:
+        raise UsageError(f"unknown --columns {', '.join(unknown)}; available: {', '.join(frame.columns)}")
+    return columns
+
+
+def build_table(frame: pd.DataFrame, *, columns: list[str], sort: str | None = None,
+                group_by: list[str] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Select, group (mean and std over the other rows, e.g. seeds, with n) and sort."""
+    if group_by:
+        unknown = [c for c in group_by if c not in frame.columns]
+        if unknown:
+            raise UsageError(f"unknown --group-by {', '.join(unknown)}; available: {', '.join(frame.columns)}")
+        values = [c for c in columns if c not in group_by and pd.api.types.is_numeric_dtype(frame[c])
+                  and not pd.api.types.is_bool_dtype(frame[c])]  # fmt: skip
+        grouped = frame.groupby(group_by, dropna=False)
+        table = grouped[values].agg(["mean", "std"])
+        table.columns = [f"{column}_{stat}" for column, stat in table.columns]
+        table.insert(0, "n", grouped.size())
+        table = table.reset_index()
+    else:
+        table = frame[columns].copy()
+    if sort:
+        descending = sort.startswith("-")
+        key = sort.lstrip("-")
+        if key not in table.columns and f"{key}_mean" in table.columns:
+            key = f"{key}_mean"
+        if key not in table.columns:
+            raise UsageError(f"bad --sort {sort!r}: not a column of the table; choose from {', '.join(table.columns)}")
+        table = table.sort_values(key, ascending=not descending, kind="stable", na_position="last")
+    return table.reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Markdown with `mean ± std` cells for grouped tables and compact numbers."""
+    shown = table.copy()
+    for column in [c for c in table.columns if c.endswith("_mean")]:
+        base = column[: -len("_mean")]
+        std = table.get(f"{base}_std")
+        shown[base] = [_pm(m, s) for m, s in zip(table[column], std if std is not None else [math.nan] * len(table))]
+        shown = shown.drop(columns=[column, f"{base}_std"], errors="ignore")
+    for column in shown.columns:
+        if pd.api.types.is_numeric_dtype(shown[column]) and not pd.api.types.is_bool_dtype(shown[column]):
+            shown[column] = shown[column].map(_number)
+    return shown.to_markdown(index=False)
+
+
+def _number(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.4g}"
+
+
+def _pm(mean: float, std: float) -> str:
+    if isinstance(mean, float) and math.isnan(mean):
+        return ""
+    return _number(mean) if isinstance(std, float) and math.isnan(std) else f"{_number(mean)} ± {_number(std)}"
+
+
+def write_report(table: pd.DataFrame, out: Path) -> dict[str, Path]:
+    out = Path(out)
+    paths = {"csv": out / "report.csv", "markdown": out / "report.md"}
+    write_text_atomic(paths["csv"], table.to_csv(index=False))
+    write_text_atomic(paths["markdown"], to_markdown(table) + "\n")
+    return paths
+
+
+def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
+    """Loss and accuracy curves per run (train and validation), one PNG each under `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for run in runs:
+        rows = run.metrics()
+        if not rows:
+            continue
+        epochs = [r["epoch"] for r in rows]
+        figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
+        for axis, key, label in ((loss_axis, "loss", "loss"), (acc_axis, "acc", "accuracy")):
+            axis.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
+            axis.plot(epochs, [r[f"val_{key}"] for r in rows], label="validation")
+            axis.set_xlabel("epoch")
+            axis.set_ylabel(label)
+            axis.grid(alpha=0.3)
+            axis.legend()
+        figure.suptitle(run.name, fontsize=9)
+        figure.tight_layout()
+        path = Path(out) / f"{run.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp.png")
+        figure.savefig(tmp, dpi=100)
+        plt.close(figure)
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,60 @@
+"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename over the target.
+
+A reader (or a crash) therefore sees either the old file or the new one, never half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def jsonable(obj: Any) -> Any:
+    """A copy with NaN/inf as None, numpy values as Python ones and paths as strings, for strict JSON.
+
+    Strict JSON has no NaN; other tools reading the files (jq, browsers) reject Python's bare `NaN` token.
+    """
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(key): jsonable(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(value) for value in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda handle: handle.write(text.encode()))

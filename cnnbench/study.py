@@ -1,0 +1,82 @@
+"""Studies: named, one-command sequences of train -> evaluate -> report.
+
+A study is a plain function over the same core the commands use; it records nothing of its own beyond ordinary run
+directories and a report, so every number it prints can be traced to a run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cnnbench.config import TrainConfig
+from cnnbench.data.prepare import PrepareOptions
+from cnnbench.registry import Registry
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyContext:
+    out: Path  # the study's folder: runs/ and report.{csv,md} go here
+    root: Path  # dataset root
+    epochs: int | None  # override every run's epochs (for a quick look)
+    log: Callable[[str], None]
+    progress: Callable[[str], Any]  # label -> a context manager implementing the engine's Progress, or None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Study:
+    name: str
+    description: str
+    run: Callable[[StudyContext], dict[str, Any]]
+
+
+STUDIES: Registry[Study] = Registry("study")
+
+
+def train_and_evaluate(context: StudyContext, data: PrepareOptions, configs: list[TrainConfig],
+                       splits: tuple[str, ...] = ("test",)) -> list[Path]:  # fmt: skip
+    """Train each config into context.out/runs, evaluate it on `splits`, and return the run directories."""
+    from cnnbench.evaluation import evaluate_run
+    from cnnbench.training import train_run
+
+    runs = []
+    for config in configs:
+        if context.epochs is not None:
+            config = replace(config, epochs=context.epochs)
+        with context.progress(config.model) as progress:
+            result = train_run(data, config, out=context.out / "runs", progress=progress, log=context.log)
+        if result.status != "completed":
+            raise KeyboardInterrupt  # the run said so in its summary; stop the study here
+        for split in splits:
+            evaluate_run(result.run.path, split=split)
+        runs.append(result.run.path)
+    return runs
+
+
+def tabulate(context: StudyContext, runs: list[Path], columns: list[str]) -> dict[str, Any]:
+    from cnnbench.report import build_table, collect, to_markdown, write_report
+
+    table = build_table(collect(runs), columns=columns)
+    files = write_report(table, context.out)
+    return {"runs": [str(r) for r in runs], "table": to_markdown(table), "rows": table.to_dict(orient="records"),
+            "files": {k: str(v) for k, v in files.items()}}  # fmt: skip
+
+
+def demo(context: StudyContext) -> dict[str, Any]:
+    """S1's recipe (Adam 1e-3, batch 256, 100 epochs, 7,500-parameter budget) on the bundled digits at 28x28."""
+    data = PrepareOptions(dataset="digits", root=context.root, size=28, seed=0)
+    base = TrainConfig(epochs=100, batch_size=256, lr=1e-3, optimizer="adam", seed=0, max_params=7500)
+    configs = [replace(base, model=name) for name in ("mnist-722", "mnist-7498", "fit:7500")]
+    runs = train_and_evaluate(context, data, configs)
+    columns = ["model", "params", "keras_params", "epochs", "best_epoch", "accuracy", "val_accuracy", "test_accuracy",
+               "test_f1_weighted", "seconds_per_epoch", "images_per_s", "device"]  # fmt: skip
+    return tabulate(context, runs, columns)
+
+
+STUDIES.register("demo", Study(
+    name="demo",
+    description="S1's two MNIST models and a fit:7500 model on the bundled digits (28x28), ~1 minute on 2 CPU cores",
+    run=demo,
+))  # fmt: skip

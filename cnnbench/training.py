@@ -1,0 +1,187 @@
+"""`train_run`: prepare the data, build the model, check its budget, and train it into a run directory.
+
+This is the one function behind `cnnbench train` (and later a tuning trial or a fine-tune): it owns the run
+directory's life cycle (config first, a metrics row and checkpoint each epoch, summary last) and leaves the loops to
+the engine.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from cnnbench import __version__
+from cnnbench.config import TrainConfig
+from cnnbench.data.prepare import PrepareOptions, load_or_prepare
+from cnnbench.environment import device_info, git_revision, package_versions
+from cnnbench.errors import CheckFailed, UsageError
+from cnnbench.runs import RunDir
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class RunResult:
+    run: RunDir
+    status: str
+    summary: dict[str, Any]
+
+
+def check_budget(counts: dict[str, int], max_params: int | None, *, model: str, count: str = "trainable") -> None:
+    if max_params is not None and counts[count] > max_params:
+        raise CheckFailed(f"{model} has {counts[count]:,} {count.replace('_', ' ')} parameters, over the budget of "
+                          f"{max_params:,}")  # fmt: skip
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import os
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def train_run(data: PrepareOptions, config: TrainConfig, *, out: Path = Path("results/runs"),
+              progress: Any = None, log: Log | None = None,
+              on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
+    """Train `config.model` on `data` into a new run directory under `out`."""
+    return _train(data, config, out=out, progress=progress, log=log, on_epoch_end=on_epoch_end)
+
+
+def resume_run(path: Path, *, epochs: int | None = None, device: str | None = None, progress: Any = None,
+               log: Log | None = None, on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
+    """Continue the run at `path` from its last checkpoint, exactly as if it had not stopped.
+
+    Only the total number of epochs (to train a finished run further) and the device may change.
+    """
+    run = RunDir.open(path)
+    saved = run.config()
+    config = TrainConfig.from_dict(saved["train"])
+    config = replace(config, epochs=epochs or config.epochs, device=device or config.device)
+    if not run.checkpoint_path("last").is_file():
+        raise UsageError(f"{run.name} has no checkpoints/last.pt to resume from (it stopped before its first epoch)")
+    state = run.load_checkpoint("last")
+    if state["epoch"] >= config.epochs:
+        raise UsageError(f"{run.name} already completed {state['epoch']} epochs; pass --epochs N with N larger "
+                         f"to train it further")  # fmt: skip
+    return _train(PrepareOptions.from_dict(saved["data"]), config, run=run, state=state, progress=progress, log=log,
+                  on_epoch_end=on_epoch_end)  # fmt: skip
+
+
+def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None, run: RunDir | None = None,
+           state: dict[str, Any] | None = None, progress: Any = None, log: Log | None = None,
+           on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
+    import torch
+
+    from cnnbench.engine import Trainer, initialise, resolve_precision, select_device
+    from cnnbench.models import build_model
+    from cnnbench.models.accounting import budget
+
+    log = log or (lambda message: None)
+    device = select_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    prepared = load_or_prepare(data, log=log)
+    seed_everything(config.seed, config.deterministic)
+    model, model_spec = build_model(config.model, prepared.input_spec, dropout=config.dropout)
+    initialise(model, config.init)
+    counts = budget(model, prepared.input_spec)
+    check_budget(counts, config.max_params, model=config.model)  # before any training, and before any run folder
+
+    if run is None:
+        run = RunDir.create(out, model=config.model, dataset=data.dataset, seed=config.seed)
+        run.write_config({
+            "cnnbench_version": __version__,
+            "kind": "train",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "data": data.to_dict(),
+            "prepared": {"directory": str(prepared.directory), "split_hashes": prepared.manifest["split_hashes"],
+                         "counts": {k: v["total"] for k, v in prepared.manifest["counts"].items()},
+                         "synthetic": prepared.manifest.get("synthetic", False)},
+            "train": config.to_dict(),
+            "model": model_spec.to_dict(),
+            "params": counts,
+            "device": {**device_info(device), "precision": precision, "channels_last": channels_last},
+            "versions": package_versions(),
+            "git": git_revision(),
+        })  # fmt: skip
+    else:
+        saved = run.config()
+        saved["train"].update(epochs=config.epochs, device=config.device)
+        saved.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        run.write_config(saved)
+        run.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
+    log(f"run directory: {run.path}")
+
+    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
+                      channels_last=channels_last)  # fmt: skip
+    if state is not None:
+        trainer.load_state_dict(state)
+        run.truncate_metrics(trainer.epoch)
+        log(f"resuming after epoch {trainer.epoch}")
+    started = time.perf_counter()
+
+    def save_epoch(result) -> None:
+        run.append_metrics(result.row())  # the row first: a crash before the checkpoint only re-runs this epoch
+        if result.improved:
+            run.save_checkpoint("best", {"model": model.state_dict(), "epoch": result.epoch,
+                                         "monitor": config.monitor})  # fmt: skip
+        run.save_checkpoint("last", trainer.state_dict())
+        if on_epoch_end is not None:
+            on_epoch_end(result)
+
+    def finish(status: str, **extra: Any) -> RunResult:
+        summary = _summary(run, trainer, status, counts, time.perf_counter() - started, **extra)
+        run.write_summary(summary)
+        return RunResult(run=run, status=status, summary=summary)
+
+    try:
+        trainer.fit(on_epoch_end=save_epoch, progress=progress)
+    except KeyboardInterrupt:
+        return finish("interrupted", resume_with=f"cnnbench train --resume {run.path}")
+    except Exception as error:
+        finish("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    if trainer.early.best_epoch and run.checkpoint_path("best").is_file():
+        model.load_state_dict(torch.load(run.checkpoint_path("best"), weights_only=True)["model"])
+    return finish("completed")
+
+
+def _summary(run: RunDir, trainer, status: str, counts: dict[str, int], seconds: float, **extra: Any):
+    rows = run.metrics()
+    best_epoch = trainer.early.best_epoch
+    best = next((r for r in rows if int(r["epoch"]) == best_epoch), rows[-1] if rows else {})
+    per_epoch = [r["seconds"] for r in rows]
+    throughput = [r["images_per_s"] for r in rows]
+    return {
+        "status": status,
+        "epochs_completed": trainer.epoch,
+        "epochs_planned": trainer.config.epochs,
+        "stopped_early": status == "completed" and trainer.epoch < trainer.config.epochs,
+        "best_epoch": best_epoch,
+        "monitor": trainer.config.monitor,
+        "best": {k: best.get(k, math.nan) for k in ("train_loss", "train_acc", "val_loss", "val_acc")},
+        "params": counts,
+        "seconds_this_session": round(seconds, 3),
+        "seconds_per_epoch_median": statistics.median(per_epoch) if per_epoch else None,
+        "images_per_s_median": statistics.median(throughput) if throughput else None,
+        "device": trainer.device.type,
+        "precision": trainer.precision,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }

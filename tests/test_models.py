@@ -1,0 +1,95 @@
+"""The zoo's exact parameter accounting, against the figures the seed reports print."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnnbench.errors import UsageError
+from cnnbench.models import MODELS, build_model
+from cnnbench.models.accounting import budget, count_parameters
+from cnnbench.models.fit import count_fit_params, fit_width
+from cnnbench.models.zoo import CATSDOGS, InputSpec
+
+# (model, input, trainable, keras-style total) as printed by the seeds' Keras summaries (STUDIES.md).
+SEED_COUNTS = [
+    ("mnist-722", None, 722, 722),
+    ("mnist-7498", None, 7_386, 7_498),
+    ("cifar-simple", None, 128_420, 128_420),
+    ("cifar-basic", None, 1_489_732, 1_490_628),
+    ("catsdogs-base", None, 20_573_761, 20_573_761),
+    ("catsdogs-base", InputSpec(channels=1, height=200, width=200, num_classes=2), 20_573_185, 20_573_185),
+    ("catsdogs-wide", None, 41_331_329, 41_331_329),
+    ("catsdogs-deep", None, 20_767_521, 20_767_521),
+]
+
+
+@pytest.mark.parametrize(("name", "spec", "trainable", "keras_total"), SEED_COUNTS)
+def test_seed_models_have_the_seed_reports_parameter_counts(name, spec, trainable, keras_total):
+    spec = spec or MODELS.get(name).seed_input
+    model, _ = build_model(name, spec)
+    counts = count_parameters(model)
+    assert counts["trainable"] == trainable
+    assert counts["keras_total"] == keras_total
+    assert counts["keras_total"] - counts["trainable"] == counts["bn_statistics"]
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_model_adapts_to_channels_and_an_odd_number_of_classes(name):
+    seed = MODELS.get(name).seed_input
+    side = 64 if seed.height > 64 else seed.height
+    spec = InputSpec(channels=3 if seed.channels == 1 else 1, height=side, width=side, num_classes=7)
+    model, _ = build_model(name, spec)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, spec.channels, side, side))
+    assert out.shape == (2, 7)
+
+
+def test_two_class_catsdogs_models_use_one_sigmoid_logit():
+    model, _ = build_model("catsdogs-base", InputSpec(channels=3, height=32, width=32, num_classes=2))
+    model.eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1)
+
+
+def test_macs_come_from_the_flop_counter():
+    model, _ = build_model("mnist-722", MODELS.get("mnist-722").seed_input)
+    # conv1 13*13*2*9 + conv2 6*6*4*18 + conv3 2*2*8*36 + dense 32*10 multiply-accumulates
+    assert budget(model, MODELS.get("mnist-722").seed_input)["macs"] == 3042 + 2592 + 1152 + 320
+
+
+def test_an_input_too_small_for_the_architecture_names_the_size_to_use():
+    with pytest.raises(UsageError, match=r"mnist-722 cannot take 8x8 inputs.*--size 15"):
+        build_model("mnist-722", InputSpec(channels=1, height=8, width=8, num_classes=10))
+
+
+MNIST = MODELS.get("mnist-7498").seed_input
+CIFAR100 = MODELS.get("cifar-basic").seed_input
+
+
+@pytest.mark.parametrize("spec", [MNIST, CIFAR100, CATSDOGS], ids=["mnist", "cifar100", "catsdogs"])
+@pytest.mark.parametrize("max_params", [2_000, 7_500, 100_000, 1_000_000, 10_000_000])
+def test_fit_family_is_the_widest_model_within_the_budget(spec, max_params):
+    if max_params < count_fit_params(spec, 1):
+        pytest.skip("budget below the family's smallest member for this shape")
+    model, model_spec = build_model(f"fit:{max_params}", spec)
+    width = model_spec.options["width"]
+    trainable = count_parameters(model)["trainable"]
+    assert trainable == count_fit_params(spec, width)  # the closed form used by the search is exact
+    assert trainable <= max_params < count_fit_params(spec, width + 1)
+
+
+def test_fit_budget_below_the_smallest_member_is_a_usage_error():
+    with pytest.raises(UsageError, match=r"fit:100 is below the smallest model.*N >= "):
+        fit_width(CIFAR100, 100)
+
+
+@pytest.mark.parametrize("bad", ["fit:abc", "fit:-5", "fit:1.5"])
+def test_malformed_fit_names_are_usage_errors(bad):
+    with pytest.raises(UsageError, match="fit:N"):
+        build_model(bad, MNIST)
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UsageError, match=r"unknown model 'mnist-7499' \(did you mean mnist-7498"):
+        build_model("mnist-7499", MNIST)

@@ -1,0 +1,92 @@
+"""`report` over several runs: the seeds' columns, grouping over seeds, statuses, and that runs stay untouched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cnnbench.config import TrainConfig
+from cnnbench.data.prepare import PrepareOptions
+from cnnbench.evaluation import evaluate_run
+from cnnbench.training import train_run
+
+
+def _tree_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data_root) -> Path:
+    """Two seeds of mnist-722 and one of mnist-7498 (evaluated on test), plus one interrupted run."""
+    out = tmp_path_factory.mktemp("runs")
+    data = PrepareOptions(dataset="digits", root=data_root, size=28, seed=0)
+    for model, seed in (("mnist-722", 1), ("mnist-722", 2), ("mnist-7498", 1)):
+        result = train_run(data, TrainConfig(model=model, epochs=3, seed=seed, lr=3e-3), out=out)
+        evaluate_run(result.run.path, split="test")
+
+    def stop(result):
+        raise KeyboardInterrupt
+
+    train_run(data, TrainConfig(model="mnist-722", epochs=3, seed=9), out=out, on_epoch_end=stop)
+    return out
+
+
+def test_report_has_one_row_per_run_with_the_seed_columns(cli, runs, tmp_path):
+    before = _tree_digest(runs)
+    result = cli("report", runs, "--out", tmp_path)
+    assert result.code == 0, result.err
+    assert _tree_digest(runs) == before, "report must never modify a run directory"
+    table = pd.read_csv(tmp_path / "report.csv")
+    assert len(table) == 4
+    for column in ("epochs", "batch_size", "model", "dropout", "lr", "loss", "accuracy", "val_loss", "val_accuracy",
+                   "test_accuracy", "params", "seconds_per_epoch", "size_mb"):  # fmt: skip
+        assert column in table.columns
+    assert sorted(table["status"]) == ["completed", "completed", "completed", "interrupted"]
+    evaluated = table[table["status"] == "completed"]
+    assert evaluated["test_accuracy"].between(0.0, 1.0).all()
+    assert (tmp_path / "report.md").read_text().startswith("| run")
+    assert "| mnist-7498" in result.out
+
+
+def test_group_by_model_gives_mean_std_and_n_over_seeds(cli, runs, tmp_path):
+    result = cli("report", runs, "--out", tmp_path, "--group-by", "model,status", "--columns",
+                 "model,status,test_accuracy,params", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    rows = {(r["model"], r["status"]): r for r in result.json()["rows"]}
+    seeds = rows[("mnist-722", "completed")]
+    assert seeds["n"] == 2 and seeds["params_mean"] == 722
+    frame = pd.read_csv(tmp_path / "report.csv")
+    singles = frame[(frame["model"] == "mnist-722") & (frame["status"] == "completed")]
+    per_run = pd.DataFrame([evaluate_json(p) for p in sorted(runs.iterdir()) if "mnist-722" in p.name])
+    assert singles["test_accuracy_mean"].iloc[0] == pytest.approx(per_run["accuracy"].mean())
+    assert "±" in (tmp_path / "report.md").read_text()
+
+
+def evaluate_json(run: Path) -> dict:
+    import json
+
+    path = run / "eval" / "test.json"
+    return json.loads(path.read_text()) if path.exists() else {"accuracy": float("nan")}
+
+
+def test_sort_descending_and_unknown_columns(cli, runs, tmp_path):
+    result = cli("report", runs, "--out", tmp_path, "--sort", "-params", "--json")
+    assert result.code == 0
+    params = [r["params"] for r in result.json()["rows"]]
+    assert params == sorted(params, reverse=True)
+    bad = cli("report", runs, "--out", tmp_path, "--columns", "model,speed")
+    assert bad.code == 2 and "unknown --columns speed" in bad.err
+
+
+def test_report_with_plots_draws_one_png_per_run(cli, runs, tmp_path):
+    result = cli("report", runs, "--out", tmp_path, "--plots", "--json")
+    assert result.code == 0
+    plots = result.json()["plots"]
+    assert len(plots) == 4 and all(Path(p).read_bytes().startswith(b"\x89PNG") for p in plots)
