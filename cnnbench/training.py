@@ -93,6 +93,8 @@ def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None
     from cnnbench.models.accounting import budget
 
     log = log or (lambda message: None)
+    # Absolute paths, so `evaluate` and `--resume` find the data from any working directory.
+    data = replace(data, root=Path(data.root).resolve(), source=Path(data.source).resolve() if data.source else None)
     device = select_device(config.device)
     precision = resolve_precision(config.precision, device)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"

@@ -32,7 +32,7 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
 
 @dataclass(frozen=True, kw_only=True)
 class PrepareOptions:
-    """Every choice that shapes a prepared dataset. `root`, `download` and `storage` do not change its content."""
+    """Every choice that shapes a prepared dataset (`root` and `download` do not change its content)."""
 
     dataset: str
     root: Path = Path("data")
@@ -48,6 +48,8 @@ class PrepareOptions:
 
     def content_key(self) -> dict[str, Any]:
         key = {k: v for k, v in asdict(self).items() if k not in ("root", "download", "storage")}
+        if get_dataset(self.dataset).photos:  # a file index and decoded tensors are different caches
+            key["storage"] = self.storage
         key["source"] = str(Path(self.source).resolve()) if self.source else None
         if key["dataset"].startswith("folder:"):
             key["dataset"] = "folder:" + str(Path(key["dataset"][7:]).resolve())
@@ -168,6 +170,9 @@ def validate(options: PrepareOptions) -> DatasetEntry:
         raise UsageError(f"bad --val-fraction {options.val_fraction}: expected a fraction between 0 and 1")
     if options.storage not in ("auto", "memory", "files"):
         raise UsageError(f"bad --storage {options.storage!r}: choose auto, memory or files")
+    if options.storage == "files" and not entry.photos:
+        raise UsageError(f"--storage files is for image-file datasets (flowers102, catsdogs, pets, folder:PATH); "
+                         f"{entry.name} is stored as arrays")  # fmt: skip
     if options.source is not None and not Path(options.source).exists():
         raise UsageError(f"--source {str(options.source)!r} does not exist")
     return entry
