@@ -77,7 +77,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"--config {str(path)!r} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}")
+        raise UsageError(f"--config {str(path)!r} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
     if not isinstance(data, dict):
         raise UsageError(f"--config {str(path)!r} must hold an object of option names and values")
     return data

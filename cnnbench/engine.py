@@ -408,7 +408,8 @@ class Trainer:
             loss_sum += loss.detach() * n
             correct += (predicted(logits.detach()) == labels).sum()
             if progress is not None:
-                progress.batch(i + 1, lambda: _running(loss_sum, correct, seen, start))
+                # the display calls this at once (or not at all), so the loop variables are current
+                progress.batch(i + 1, lambda: _running(loss_sum, correct, seen, start))  # noqa: B023
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start

@@ -21,11 +21,11 @@ from cnnbench.data.prepare import (
 )
 from cnnbench.errors import DataMissing, UsageError
 from tests.fixtures_formats import (
+    truncated_jpeg_bytes,
     write_catsdogs,
     write_cifar_batches,
     write_flowers,
     write_image_folder,
-    truncated_jpeg_bytes,
     write_mnist,
     write_pets,
     zip_folder,

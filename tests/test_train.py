@@ -6,7 +6,6 @@ import csv
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from cnnbench.config import TrainConfig

@@ -11,8 +11,16 @@ import sys
 
 import typer
 
-from cnnbench.cli import budget_cmd, datasets_cmd, evaluate_cmd, models_cmd, prepare_cmd, report_cmd, study_cmd
-from cnnbench.cli import train_cmd
+from cnnbench.cli import (
+    budget_cmd,
+    datasets_cmd,
+    evaluate_cmd,
+    models_cmd,
+    prepare_cmd,
+    report_cmd,
+    study_cmd,
+    train_cmd,
+)
 from cnnbench.errors import CnnbenchError
 
 app = typer.Typer(

@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import ClassesOption, GrayscaleFlag, JsonFlag, SizeOption, emit_json, stdout
+from cnnbench.cli.common import ClassesOption, GrayscaleFlag, JsonFlag, SizeOption, cells, emit_json, stdout
 
 
 def budget(
@@ -40,13 +40,13 @@ def budget(
         table = Table(show_header=False)
         table.add_column("what")
         table.add_column("value", justify="right")
-        table.add_row("model", model)
-        table.add_row("input", result["input"])
+        table.add_row(*cells("model", model))
+        table.add_row(*cells("input", result["input"]))
         for key, label in (("trainable", "trainable parameters (PyTorch)"), ("frozen", "frozen parameters"),
                            ("bn_statistics", "BatchNorm statistics (buffers)"),
                            ("keras_total", "Keras-style total"), ("macs", "MACs per image")):  # fmt: skip
-            table.add_row(label, f"{result[key]:,}")
-        table.add_row("size", f"{result['size_mb']:.4f} MB")
+            table.add_row(*cells(label, f"{result[key]:,}"))
+        table.add_row(*cells("size", f"{result['size_mb']:.4f} MB"))
         console = stdout()
         console.print(table)
         if verdict:

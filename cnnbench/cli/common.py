@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log lines on stderr.")]
@@ -42,7 +43,14 @@ def stderr() -> Console:
 
 
 def stdout() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # Piped output (a Makefile, `| less`, a CI log) gets a wide console instead of rich's 80 columns, so tables of
+    # paths and descriptions are not squeezed into slivers.
+    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+
+
+def cells(*values: object) -> list[Text]:
+    """Table cells as plain text: data such as "[conv-relu-pool-BN] x3" must not be read as rich markup."""
+    return [Text(str(value)) for value in values]
 
 
 def log_to_stderr(quiet: bool = False):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, RootOption, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, RootOption, cells, emit_json, stdout
 
 
 def datasets(root: RootOption = Path("data"), json_output: JsonFlag = False) -> None:
@@ -29,8 +29,8 @@ def datasets(root: RootOption = Path("data"), json_output: JsonFlag = False) -> 
         table.add_column(column)
     for row in rows:
         c, h, w = row["shape"]
-        table.add_row(row["name"], str(row["classes"]), f"{c}x{h}x{w}", f"{row['images']:,}", "/".join(row["splits"]),
-                      row["files"], "yes" if row["present"] else "no", "yes" if row["download"] else "no")
+        table.add_row(*cells(row["name"], str(row["classes"]), f"{c}x{h}x{w}", f"{row['images']:,}", "/".join(row["splits"]),
+                      row["files"], "yes" if row["present"] else "no", "yes" if row["download"] else "no"))
     console = stdout()
     console.print(table)
     console.print(folder_note, markup=False)

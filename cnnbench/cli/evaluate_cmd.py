@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, emit_json, log_to_stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, cells, emit_json, log_to_stderr, stdout
 
 
 def evaluate(
@@ -36,9 +36,9 @@ def evaluate(
                 "recall_weighted", "f1_weighted", "roc_auc", "loss"):  # fmt: skip
         if key in result:
             value = result[key]
-            table.add_row(key, "nan" if value is None or value != value else f"{value:.4f}")
-    table.add_row("images/s (inference)", f"{result['images_per_s']:,.0f} on {result['device']}")
-    table.add_row("size", f"{result['size_mb']:.4f} MB")
+            table.add_row(*cells(key, "nan" if value is None or value != value else f"{value:.4f}"))
+    table.add_row(*cells("images/s (inference)", f"{result['images_per_s']:,.0f} on {result['device']}"))
+    table.add_row(*cells("size", f"{result['size_mb']:.4f} MB"))
     console.print(table)
     for note in result["notes"]:
         console.print(f"note: {note}", markup=False)

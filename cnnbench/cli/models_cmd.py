@@ -5,7 +5,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
 
 
 def models(
@@ -27,8 +27,8 @@ def models(
     for column in ("name", "input", "trainable", "keras total", "MACs", "MB", "description"):
         table.add_column(column, justify="right" if column in ("trainable", "keras total", "MACs", "MB") else "left")
     for row in rows:
-        table.add_row(row["name"], row["input"], f"{row['trainable']:,}", f"{row['keras_total']:,}",
-                      f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"])  # fmt: skip
+        table.add_row(*cells(row["name"], row["input"], f"{row['trainable']:,}", f"{row['keras_total']:,}",
+                      f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"]))  # fmt: skip
     console = stdout()
     console.print(table)
     console.print(family, markup=False)

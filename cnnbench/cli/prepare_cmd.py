@@ -6,9 +6,24 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import (ClassesOption, DownloadFlag, GrayscaleFlag, JsonFlag, QuietFlag, RootOption,
-                                 SizeOption, SourceOption, SplitOption, StorageOption, ValFractionOption, data_options,
-                                 emit_json, log_to_stderr, stdout)  # fmt: skip
+from cnnbench.cli.common import (
+    ClassesOption,
+    DownloadFlag,
+    GrayscaleFlag,
+    JsonFlag,
+    QuietFlag,
+    RootOption,
+    SizeOption,
+    SourceOption,
+    SplitOption,
+    StorageOption,
+    ValFractionOption,
+    cells,
+    data_options,
+    emit_json,  # fmt: skip
+    log_to_stderr,
+    stdout,
+)
 
 
 def prepare(
@@ -41,13 +56,13 @@ def prepare(
     table = Table(show_header=False)
     table.add_column("what")
     table.add_column("value")
-    table.add_row("dataset", manifest["dataset"])
-    table.add_row("prepared cache", str(prepared.directory))
-    table.add_row("source", manifest["source"])
-    table.add_row("images", f"{shape['channels']}x{shape['height']}x{shape['width']}, {manifest['storage']}")
-    table.add_row("classes", f"{len(manifest['classes'])}: {', '.join(manifest['classes'][:12])}"
-                  + (" ..." if len(manifest["classes"]) > 12 else ""))  # fmt: skip
+    table.add_row(*cells("dataset", manifest["dataset"]))
+    table.add_row(*cells("prepared cache", str(prepared.directory)))
+    table.add_row(*cells("source", manifest["source"]))
+    table.add_row(*cells("images", f"{shape['channels']}x{shape['height']}x{shape['width']}, {manifest['storage']}"))
+    table.add_row(*cells("classes", f"{len(manifest['classes'])}: {', '.join(manifest['classes'][:12])}"
+                  + (" ..." if len(manifest["classes"]) > 12 else "")))  # fmt: skip
     for name, counts in manifest["counts"].items():
-        table.add_row(name, f"{counts['total']:,}  (hash {manifest['split_hashes'][name][:12]})")
-    table.add_row("skipped files", str(len(manifest["skipped"])))
+        table.add_row(*cells(name, f"{counts['total']:,}  (hash {manifest['split_hashes'][name][:12]})"))
+    table.add_row(*cells("skipped files", str(len(manifest["skipped"]))))
     stdout().print(table)

@@ -6,9 +6,25 @@ from typing import Annotated
 
 import typer
 
-from cnnbench.cli.common import (ClassesOption, DataSeedOption, DownloadFlag, GrayscaleFlag, JsonFlag, QuietFlag,
-                                 RootOption, SizeOption, SourceOption, SplitOption, StorageOption, ValFractionOption,
-                                 data_options, emit_json, log_to_stderr, stderr, stdout)  # fmt: skip
+from cnnbench.cli.common import (
+    ClassesOption,
+    DataSeedOption,
+    DownloadFlag,
+    GrayscaleFlag,
+    JsonFlag,
+    QuietFlag,
+    RootOption,
+    SizeOption,
+    SourceOption,
+    SplitOption,
+    StorageOption,
+    ValFractionOption,
+    data_options,  # fmt: skip
+    emit_json,
+    log_to_stderr,
+    stderr,
+    stdout,
+)
 
 OUT_DEFAULT = Path("results/runs")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnbench.models.fit import count_fit_params, fit_net, fit_width, parse_fit
+from cnnbench.models.fit import FIT_DROPOUT, count_fit_params, fit_net, fit_width, parse_fit
 from cnnbench.models.zoo import MODELS, InputSpec
 
 
@@ -32,11 +32,12 @@ def resolve(name: str, spec: InputSpec, *, dropout: float | None = None) -> Mode
     budget = parse_fit(name)
     if budget is not None:
         options: dict[str, Any] = {"width": fit_width(spec, budget)}
+        default_dropout = FIT_DROPOUT
     else:
-        entry = MODELS.get(name)
         options = {}
-        dropout = entry.default_dropout if dropout is None else dropout
-    if dropout is not None:
+        default_dropout = MODELS.get(name).default_dropout
+    dropout = default_dropout if dropout is None else dropout
+    if dropout is not None:  # recorded, so a report's dropout column says what the model used
         options["dropout"] = dropout
     return ModelSpec(name=name, input=spec, options=options)
 

@@ -17,13 +17,14 @@ from cnnbench.errors import UsageError
 from cnnbench.models.zoo import Classifier, InputSpec
 
 MAX_WIDTH = 4096
+FIT_DROPOUT = 0.1
 
 
 def stages_for(spec: InputSpec) -> int:
     return max(1, min(5, int(math.log2(min(spec.height, spec.width) / 4))))
 
 
-def fit_net(spec: InputSpec, *, width: int, dropout: float = 0.1) -> nn.Module:
+def fit_net(spec: InputSpec, *, width: int, dropout: float = FIT_DROPOUT) -> nn.Module:
     layers: list[nn.Module] = []
     cin = spec.channels
     for stage in range(stages_for(spec)):
