@@ -150,3 +150,20 @@ def test_binary_task_trains_with_a_sigmoid_output(cli, tmp_path):
     evaluated = cli("evaluate", run, "--split", "val", "--json")
     assert evaluated.code == 0, evaluated.err
     assert evaluated.json()["num_classes"] == 2 and evaluated.json()["roc_auc"] is not None
+
+
+def test_a_file_index_dataset_streams_through_dataloader_workers(cli, tmp_path):
+    from tests.fixtures_formats import write_image_folder
+
+    tree = tmp_path / "tree"
+    write_image_folder(tree, {"a": 10, "b": 10, "c": 10}, size=12)
+    result = cli("train", "--model", "fit:3000", "--dataset", f"folder:{tree}", "--size", "12", "--storage", "files",
+                 "--root", tmp_path / "data", "--epochs", "2", "--batch-size", "8", "--workers", "1",
+                 "--out", tmp_path / "runs", "--json", "--quiet")  # fmt: skip
+    assert result.code == 0, result.err
+    run = Path(result.json()["run_dir"])
+    assert RunDir(run).config()["data"]["storage"] == "files"
+    assert len(RunDir(run).metrics()) == 2
+    evaluated = cli("evaluate", run, "--split", "test", "--json")
+    assert evaluated.code == 0, evaluated.err
+    assert evaluated.json()["n"] == 6  # 15% of 10 images in each of 3 classes, decoded from disk while evaluating
