@@ -57,6 +57,8 @@ class TrainConfig:
     channels_last: bool | None = None  # None: on for CUDA, off on CPU
     compile: bool = False
     max_params: int | None = None
+    backbone_lr_mult: float = 1.0  # fine-tuning: the backbone's lr is lr x this (discriminative learning rates)
+    cache_features: bool = True  # fine-tuning: with a frozen backbone and no augmentation, compute features once
     eval_batch_size: int = 1024
     workers: int | None = None  # DataLoader workers for file-index datasets; None: up to 4
 
@@ -133,7 +135,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     choice("init", config.init, INITS)
     for name in ("epochs", "batch_size", "lr", "eval_batch_size", "step_size", "plateau_patience", "max_params"):
         positive(name, getattr(config, name))
-    for name in ("weight_decay", "l1", "l2", "warmup_epochs", "patience", "min_delta", "momentum", "label_smoothing"):
+    for name in ("weight_decay", "l1", "l2", "warmup_epochs", "patience", "min_delta", "momentum", "label_smoothing",
+                 "backbone_lr_mult"):  # fmt: skip
         positive(name, getattr(config, name), zero_ok=True)
     if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
         raise UsageError(f"bad --dropout {config.dropout}: expected a probability in [0, 1)")

@@ -29,6 +29,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.augment import AugmentSpec, parse_augment
 from cnnbench.data.prepare import Prepared, SplitData
 from cnnbench.errors import UsageError
+from cnnbench.models.transfer import backbone_frozen
 
 # --- device and precision ---------------------------------------------------------------------------------------------
 
@@ -336,6 +337,7 @@ class Trainer:
     device: torch.device
     precision: str = "fp32"
     channels_last: bool = False
+    normalization: tuple[list[float], list[float]] | None = None  # (mean, std); default: the train split's
     epoch: int = 0  # epochs completed
     step: int = 0
     early: EarlyStopping = field(init=False)
@@ -345,13 +347,22 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.forward = torch.compile(self.model) if c.compile else self.model
+        mean, std = self.normalization or (self.prepared.mean, self.prepared.std)
+        augment = parse_augment(c.augment)
         self.train_batches = make_batches(self.prepared, "train", c.batch_size, self.device, c.workers)
         self.val_batches = make_batches(self.prepared, "val", c.eval_batch_size, self.device, c.workers)
-        self.preprocess = Preprocess(self.prepared.mean, self.prepared.std, self.device,
-                                     augment=parse_augment(c.augment), channels_last=self.channels_last)  # fmt: skip
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = OPTIMIZERS[c.optimizer]([{"params": params}], c)
+        self.preprocess = Preprocess(mean, std, self.device, augment=augment, channels_last=self.channels_last)
+        self.forward = self.model
+        self.cached_features = c.cache_features and not augment.enabled and backbone_frozen(self.model)
+        if self.cached_features:
+            # Only the head trains: run the frozen backbone once per split and train the head on its outputs.
+            self.train_batches = self.feature_batches(self.train_batches, c.batch_size)
+            self.val_batches = self.feature_batches(self.val_batches, c.eval_batch_size)
+            self.preprocess = lambda features, generator=None: features
+            self.forward = self.model.head
+        if c.compile:
+            self.forward = torch.compile(self.forward)
+        self.optimizer = OPTIMIZERS[c.optimizer](self.param_groups(), c)
         for group in self.optimizer.param_groups:
             group.setdefault("base_lr", group["lr"])
         self.schedule = LRSchedule(c, len(self.train_batches))
@@ -362,6 +373,34 @@ class Trainer:
         self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
             raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters; with backbone_lr_mult != 1 the backbone gets its own group at lr x mult."""
+        c = self.config
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        if c.backbone_lr_mult == 1.0:
+            return [{"params": [p for _, p in named]}]
+        head = [p for n, p in named if n.startswith("head.")]
+        body = [p for n, p in named if not n.startswith("head.")]
+        return [g for g in ({"params": body, "lr": c.lr * c.backbone_lr_mult}, {"params": head, "lr": c.lr})
+                if g["params"]]  # fmt: skip
+
+    @torch.inference_mode()
+    def feature_batches(self, batches, batch_size: int) -> InMemoryBatches:
+        """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
+        transfer = hasattr(self.model, "backbone")  # a fine-tune head flattens for itself; a zoo model's forward does
+        body = self.model.backbone if transfer else self.model.features
+        body.eval()
+        features, labels = [], []
+        for images, y in batches.iterate(None):
+            with self.autocast():
+                out = body(self.preprocess(images)).float()
+            features.append(out if transfer else torch.flatten(out, 1))
+            labels.append(y)
+        if not features:
+            empty = torch.zeros(0, device=self.device)
+            return InMemoryBatches(SplitData(labels=empty.long(), images=empty), batch_size, self.device)
+        return InMemoryBatches(SplitData(labels=torch.cat(labels), images=torch.cat(features)), batch_size, self.device)
 
     def autocast(self):
         dtype = AUTOCAST_DTYPES.get(self.precision)

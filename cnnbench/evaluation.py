@@ -54,7 +54,8 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     if channels_last:
         model.to(memory_format=torch.channels_last)
     batches = make_batches(prepared, split, batch_size, torch_device)
-    preprocess = Preprocess(prepared.mean, prepared.std, torch_device, augment=AugmentSpec(),
+    normalization = config.get("normalization") or {"mean": prepared.mean, "std": prepared.std}
+    preprocess = Preprocess(normalization["mean"], normalization["std"], torch_device, augment=AugmentSpec(),
                             channels_last=channels_last)  # fmt: skip
     probs, labels, seconds = predict(model, batches, preprocess, precision, torch_device)
     report = classification_report(labels.numpy(), probs.double().numpy(), prepared.classes)

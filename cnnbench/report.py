@@ -32,9 +32,12 @@ def run_row(run: RunDir) -> dict[str, Any]:
     model = config.get("model", {})
     params = summary.get("params") or config.get("params", {})
     best = summary.get("best", {})
+    finetune = config.get("finetune") or {}
+    head = finetune.get("head") or {}
     row: dict[str, Any] = {
         "run": run.name,
         "status": summary.get("status", "incomplete"),
+        "kind": config.get("kind", "train"),
         "model": model.get("name", train.get("model")),
         "dataset": config.get("data", {}).get("dataset"),
         "seed": train.get("seed"),
@@ -43,13 +46,22 @@ def run_row(run: RunDir) -> dict[str, Any]:
         "batch_size": train.get("batch_size"),
         "optimizer": train.get("optimizer"),
         "lr": train.get("lr"),
-        "dropout": model.get("options", {}).get("dropout"),
+        "dropout": model.get("options", {}).get("dropout", head.get("dropout")),
+        "backbone": finetune.get("backbone"),
+        "weights": (finetune.get("weights") or {}).get("source"),
+        "head": head.get("kind"),
+        "units": ",".join(map(str, head["widths"])) if head.get("widths") else None,
+        "pool": head.get("pool"),
+        "activation": head.get("activation"),
+        "freeze": finetune.get("freeze"),
+        "parent": config.get("parent"),
         "augment": train.get("augment"),
         "loss": best.get("train_loss"),
         "accuracy": best.get("train_acc"),
         "val_loss": best.get("val_loss"),
         "val_accuracy": best.get("val_acc"),
         "params": params.get("trainable"),
+        "frozen_params": params.get("frozen"),
         "keras_params": params.get("keras_total"),
         "macs": params.get("macs"),
         "size_mb": params.get("size_mb"),
@@ -125,6 +137,8 @@ def to_markdown(table: pd.DataFrame) -> str:
     for column in shown.columns:
         if pd.api.types.is_numeric_dtype(shown[column]) and not pd.api.types.is_bool_dtype(shown[column]):
             shown[column] = shown[column].map(_number)
+        else:
+            shown[column] = shown[column].map(lambda v: "" if v is None or v != v else v)  # None/NaN: empty cell
     return shown.to_markdown(index=False)
 
 

@@ -11,13 +11,13 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cnnbench import __version__
 from cnnbench.config import TrainConfig
-from cnnbench.data.prepare import PrepareOptions, load_or_prepare
+from cnnbench.data.prepare import Prepared, PrepareOptions, load_or_prepare
 from cnnbench.environment import device_info, git_revision, package_versions
 from cnnbench.errors import CheckFailed, UsageError
 from cnnbench.runs import RunDir
@@ -59,8 +59,33 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 def train_run(data: PrepareOptions, config: TrainConfig, *, out: Path = Path("results/runs"),
               progress: Any = None, log: Log | None = None,
               on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
-    """Train `config.model` on `data` into a new run directory under `out`."""
-    return _train(data, config, out=out, progress=progress, log=log, on_epoch_end=on_epoch_end)
+    """Train `config.model` from scratch on `data` into a new run directory under `out`."""
+
+    def scratch(prepared: Prepared) -> ModelPlan:
+        from cnnbench.engine import initialise
+        from cnnbench.models import build_model
+
+        model, spec = build_model(config.model, prepared.input_spec, dropout=config.dropout)
+        initialise(model, config.init)
+        return ModelPlan(model=model, spec=spec, normalization=_dataset_normalization(prepared))
+
+    return _train(data, config, scratch, out=out, progress=progress, log=log, on_epoch_end=on_epoch_end)
+
+
+@dataclass
+class ModelPlan:
+    """The model a run trains, how to rebuild it, the input normalisation it expects, and run-level facts
+    (kind, parent run, weights source) that go into config.json."""
+
+    model: Any
+    spec: Any  # cnnbench.models.ModelSpec
+    normalization: dict[str, Any]
+    kind: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _dataset_normalization(prepared: Prepared) -> dict[str, Any]:
+    return {"mean": prepared.mean, "std": prepared.std, "source": "train split statistics"}
 
 
 def resume_run(path: Path, *, epochs: int | None = None, device: str | None = None, progress: Any = None,
@@ -79,17 +104,24 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
     if state["epoch"] >= config.epochs:
         raise UsageError(f"{run.name} already completed {state['epoch']} epochs; pass --epochs N with N larger "
                          f"to train it further")  # fmt: skip
-    return _train(PrepareOptions.from_dict(saved["data"]), config, run=run, state=state, progress=progress, log=log,
-                  on_epoch_end=on_epoch_end)  # fmt: skip
+    def rebuild(prepared: Prepared) -> ModelPlan:
+        from cnnbench.models import ModelSpec, build
+
+        spec = ModelSpec.from_dict(saved["model"])
+        return ModelPlan(model=build(spec), spec=spec, normalization=saved["normalization"], kind=saved["kind"])
+
+    return _train(PrepareOptions.from_dict(saved["data"]), config, rebuild, run=run, state=state, progress=progress,
+                  log=log, on_epoch_end=on_epoch_end)  # fmt: skip
 
 
-def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None, run: RunDir | None = None,
-           state: dict[str, Any] | None = None, progress: Any = None, log: Log | None = None,
+def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prepared], ModelPlan], *,
+           out: Path | None = None, run: RunDir | None = None, state: dict[str, Any] | None = None,
+           progress: Any = None, log: Log | None = None,
            on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
+    """The one training path behind train, finetune and resume: everything but how the model is made."""
     import torch
 
-    from cnnbench.engine import Trainer, initialise, resolve_precision, select_device
-    from cnnbench.models import build_model
+    from cnnbench.engine import Trainer, resolve_precision, select_device
     from cnnbench.models.accounting import budget
 
     log = log or (lambda message: None)
@@ -100,16 +132,16 @@ def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     prepared = load_or_prepare(data, log=log)
     seed_everything(config.seed, config.deterministic)
-    model, model_spec = build_model(config.model, prepared.input_spec, dropout=config.dropout)
-    initialise(model, config.init)
+    plan = plan_model(prepared)
+    model, model_spec = plan.model, plan.spec
     counts = budget(model, prepared.input_spec)
-    check_budget(counts, config.max_params, model=config.model)  # before any training, and before any run folder
+    check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
 
     if run is None:
-        run = RunDir.create(out, model=config.model, dataset=data.dataset, seed=config.seed)
+        run = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
         run.write_config({
             "cnnbench_version": __version__,
-            "kind": "train",
+            "kind": plan.kind,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "data": data.to_dict(),
             "prepared": {"directory": str(prepared.directory), "split_hashes": prepared.manifest["split_hashes"],
@@ -117,6 +149,8 @@ def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None
                          "synthetic": prepared.manifest.get("synthetic", False)},
             "train": config.to_dict(),
             "model": model_spec.to_dict(),
+            "normalization": plan.normalization,
+            **plan.extra,
             "params": counts,
             "device": {**device_info(device), "precision": precision, "channels_last": channels_last},
             "versions": package_versions(),
@@ -131,7 +165,10 @@ def _train(data: PrepareOptions, config: TrainConfig, *, out: Path | None = None
     log(f"run directory: {run.path}")
 
     trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last)  # fmt: skip
+                      channels_last=channels_last,
+                      normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
+    if trainer.cached_features:
+        log("backbone frozen and no augmentation: training the head on backbone features computed once")
     if state is not None:
         trainer.load_state_dict(state)
         run.truncate_metrics(trainer.epoch)

@@ -15,6 +15,7 @@ from cnnbench.cli import (
     budget_cmd,
     datasets_cmd,
     evaluate_cmd,
+    finetune_cmd,
     models_cmd,
     prepare_cmd,
     report_cmd,
@@ -35,6 +36,7 @@ app.command("models")(models_cmd.models)
 app.command("prepare")(prepare_cmd.prepare)
 app.command("budget")(budget_cmd.budget)
 app.command("train")(train_cmd.train)
+app.command("finetune")(finetune_cmd.finetune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("report")(report_cmd.report)
 app.command("study")(study_cmd.study)

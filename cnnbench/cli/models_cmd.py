@@ -16,12 +16,14 @@ def models(
     """List the model zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs."""
     from cnnbench.budget import dataset_input, describe_model
     from cnnbench.models import MODELS
+    from cnnbench.models.transfer import describe_backbones
 
     spec = dataset_input(dataset) if dataset else None
     rows = [describe_model(name, spec or MODELS.get(name).seed_input) for name in MODELS]
     family = "fit:N  widest member of a VGG-style family (2 convs + BN per stage) with at most N trainable parameters"
+    backbones, aliases = describe_backbones()
     if json_output:
-        emit_json({"models": rows, "families": [family]})
+        emit_json({"models": rows, "families": [family], "backbones": backbones, "aliases": aliases})
         return
     table = Table()
     for column in ("name", "input", "trainable", "keras total", "MACs", "MB", "description"):
@@ -31,4 +33,13 @@ def models(
                       f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"]))  # fmt: skip
     console = stdout()
     console.print(table)
-    console.print(family, markup=False)
+    console.print(family)
+    console.print("\nBackbones for `cnnbench finetune` (torchvision; ImageNet weights from torch's cache or a download):")
+    listing = Table()
+    for column in ("backbone", "feature params", "features", "blocks (for --freeze last:N / from:)", "weights file"):
+        listing.add_column(column, justify="right" if column in ("feature params", "features") else "left")
+    for row in backbones:
+        listing.add_row(*cells(row["name"], f"{row['params']:,}", row["channels"], row["blocks"], row["weights_file"]))
+    console.print(listing)
+    for alias, note in aliases.items():
+        console.print(f"{alias}: {note}")

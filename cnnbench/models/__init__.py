@@ -43,9 +43,22 @@ def resolve(name: str, spec: InputSpec, *, dropout: float | None = None) -> Mode
 
 
 def build(model_spec: ModelSpec) -> nn.Module:
-    if model_spec.name.startswith("fit:"):
-        return fit_net(model_spec.input, **model_spec.options)
-    return MODELS.get(model_spec.name).build(model_spec.input, **model_spec.options)
+    """Rebuild a model from its spec, with its freezing policy applied (weights come from a checkpoint)."""
+    options = dict(model_spec.options)
+    freeze, freeze_bn = options.pop("freeze", None), options.pop("freeze_bn", False)
+    if "head" in options:  # a torchvision backbone with a new head (cnnbench finetune)
+        from cnnbench.models.transfer import build_transfer
+
+        model = build_transfer(model_spec.input, backbone=model_spec.name, head=options["head"])
+    elif model_spec.name.startswith("fit:"):
+        model = fit_net(model_spec.input, **options)
+    else:
+        model = MODELS.get(model_spec.name).build(model_spec.input, **options)
+    if freeze is not None:
+        from cnnbench.models.transfer import apply_freeze
+
+        apply_freeze(model, freeze, freeze_bn=freeze_bn)
+    return model
 
 
 def build_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> tuple[nn.Module, ModelSpec]:

@@ -56,7 +56,25 @@ def num_outputs(spec: InputSpec, *, binary_logit: bool) -> int:
     return 1 if binary_logit and spec.num_classes == 2 else spec.num_classes
 
 
-class Classifier(nn.Module):
+class FrozenBatchNormMixin:
+    """`train()` keeps frozen parts in inference mode: BatchNorm layers whose parameters are frozen keep their running
+    statistics (as Keras does for non-trainable layers), and a fully frozen `features`/`backbone` runs as in inference
+    (no dropout or stochastic depth), so training it live or from cached features gives the same head."""
+
+    def train(self, mode: bool = True):
+        super().train(mode)  # type: ignore[misc]
+        body = getattr(self, "backbone", None) or getattr(self, "features", None)
+        if mode and body is not None and not any(p.requires_grad for p in body.parameters()):
+            body.eval()
+        for module in self.modules():  # type: ignore[attr-defined]
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                p.requires_grad for p in module.parameters()
+            ):
+                module.eval()
+        return self
+
+
+class Classifier(FrozenBatchNormMixin, nn.Module):
     """features -> flatten -> head. Kept as two named parts so later steps (fine-tuning, pruning) can address them."""
 
     def __init__(self, features: nn.Module, head: nn.Module) -> None:

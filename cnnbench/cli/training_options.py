@@ -1,0 +1,115 @@
+"""The training options shared by `train` and `finetune`, declared once.
+
+Each parameter is named after its TrainConfig field, so a command collects them from `ctx.params` by name. Every
+option defaults to None ("not passed") so a --config file can fill it; the help shows the real default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cnnbench.config import TrainConfig
+
+
+def _opt(*names: str, help: str):  # noqa: A002 - mirrors typer.Option's keyword
+    return typer.Option(*names, help=help, show_default=False, rich_help_panel="Training")
+
+
+Epochs = Annotated[int | None, _opt("--epochs", help="Epochs to train (with --resume: the new total). [default: 20]")]
+BatchSize = Annotated[int | None, _opt("--batch-size", "-b", help="[default: 128]")]
+Lr = Annotated[float | None, _opt("--lr", help="Learning rate. [default: 1e-3]")]
+Optimizer = Annotated[str | None, _opt("--optimizer", help="adam | adamw | sgd | rmsprop. [default: adam]")]
+Momentum = Annotated[float | None, _opt("--momentum", help="sgd/rmsprop momentum. [default: 0.9]")]
+Nesterov = Annotated[bool | None, _opt("--nesterov/--no-nesterov", help="Nesterov momentum for sgd.")]
+Beta1 = Annotated[float | None, _opt("--beta1", help="Adam beta1. [default: 0.9]")]
+Beta2 = Annotated[float | None, _opt("--beta2", help="Adam beta2. [default: 0.999]")]
+WeightDecay = Annotated[float | None, _opt("--weight-decay", help="[default: 0]")]
+L1 = Annotated[float | None, _opt("--l1", help="L1 penalty on the weights of --reg-layers. [default: 0]")]
+L2 = Annotated[float | None, _opt("--l2", help="L2 penalty on the weights of --reg-layers. [default: 0]")]
+RegLayers = Annotated[str | None, _opt("--reg-layers", help="Glob over layer names for --l1/--l2, e.g. 'head.*'. "
+                                       "[default: * for train, head.* for finetune]")]
+Schedule = Annotated[str | None, _opt("--schedule", help="constant | step | cosine | onecycle | plateau. "
+                                      "[default: constant]")]
+WarmupEpochs = Annotated[float | None, _opt("--warmup-epochs", help="Linear warmup. [default: 0]")]
+StepSize = Annotated[int | None, _opt("--step-size", help="step: epochs between decays. [default: 30]")]
+Gamma = Annotated[float | None, _opt("--gamma", help="step/plateau decay factor. [default: 0.1]")]
+PlateauPatience = Annotated[int | None, _opt("--plateau-patience", help="[default: 5]")]
+LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", help="[default: 0]")]
+ClipGrad = Annotated[float | None, _opt("--clip-grad", help="Max gradient norm. [default: off]")]
+Patience = Annotated[int | None, _opt("--patience", help="Early stopping patience in epochs; restores the best "
+                                      "weights. 0 = off. [default: 0]")]
+Monitor = Annotated[str | None, _opt("--monitor", help="val_loss | val_acc. [default: val_loss]")]
+MinDelta = Annotated[float | None, _opt("--min-delta", help="[default: 0]")]
+Augment = Annotated[str | None, _opt("--augment", help="Preset (none, flip, light, s2, s4) or items, e.g. "
+                                     "flip,translate=0.1,rotate=20,zoom=0.2,shear=0.2,brightness=0.8-1.2. "
+                                     "[default: none]")]
+Dropout = Annotated[float | None, _opt("--dropout", help="Dropout (train: overrides the model's; finetune: the "
+                                       "head's). [default: the model's / 0]")]
+Init = Annotated[str | None, _opt("--init", help="default | glorot (Keras) | he. [default: default]")]
+Seed = Annotated[int | None, _opt("--seed", help="Seed for weights, shuffling, augmentation (and the split unless "
+                                  "--data-seed). [default: 0]")]
+Deterministic = Annotated[bool | None, _opt("--deterministic/--no-deterministic", help="Deterministic algorithms "
+                                            "only (slower on GPU).")]
+Device = Annotated[str | None, _opt("--device", help="auto | cpu | cuda | cuda:N | mps. [default: auto]")]
+Precision = Annotated[str | None, _opt("--precision", help="auto | fp32 | bf16 | fp16. [default: auto: bf16 or "
+                                       "fp16 on CUDA, fp32 on CPU]")]
+ChannelsLast = Annotated[bool | None, _opt("--channels-last/--no-channels-last", help="[default: on CUDA]")]
+Compile = Annotated[bool | None, _opt("--compile/--no-compile", help="torch.compile the model.")]
+MaxParams = Annotated[int | None, _opt("--max-params", help="Refuse (exit 1) a model with more trainable "
+                                       "parameters, before training.")]
+Workers = Annotated[int | None, _opt("--workers", help="DataLoader workers for file-index datasets.")]
+ConfigFile = Annotated[Path | None, _opt("--config", help="JSON or TOML file of training options (flags win).")]
+Out = Annotated[Path, typer.Option("--out", help="Parent folder of the run directory.")]
+
+TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+
+
+def passed_training_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields among a command's parameters (None = not passed)."""
+    return {name: value for name, value in params.items() if name in TRAIN_FIELDS}
+
+
+def data_from_params(params: dict[str, Any], *, dataset: str, seed: int):
+    """The data options of a training command (--data-seed defaults to the training seed)."""
+    from cnnbench.cli.common import data_options
+
+    data_seed = params["data_seed"]
+    return data_options(dataset=dataset, root=params["root"], split=params["split"],
+                        val_fraction=params["val_fraction"], seed=seed if data_seed is None else data_seed,
+                        classes=params["classes"], grayscale=params["grayscale"], size=params["size"],
+                        source=params["source"], download=params["download"], storage=params["storage"])  # fmt: skip
+
+
+def progress_display(quiet: bool):
+    """A context manager giving the engine's progress display on stderr (None when quiet)."""
+    import contextlib
+
+    from cnnbench.cli.common import stderr
+    from cnnbench.cli.progress import RichProgress
+
+    return contextlib.nullcontext() if quiet else RichProgress(stderr())
+
+
+def show_result(result, *, json_output: bool) -> None:
+    """Print a finished (or interrupted) run: the JSON summary, or two lines; exit 130 when interrupted."""
+    from cnnbench.cli.common import emit_json, stderr, stdout
+
+    summary = result.summary
+    if json_output:
+        emit_json({"run_dir": str(result.run.path), **summary})
+    else:
+        best = summary["best"]
+        stdout().print(
+            f"{result.status}: {result.run.path}\n"
+            f"best epoch {summary['best_epoch']}/{summary['epochs_completed']}: val_loss {best['val_loss']:.4f} "
+            f"val_acc {best['val_acc']:.4f} (train acc {best['train_acc']:.4f}); "
+            f"{summary['params']['trainable']:,} trainable parameters, {summary['params']['frozen']:,} frozen"
+        )  # fmt: skip
+    if result.status == "interrupted":
+        stderr().print(f"interrupted after epoch {summary['epochs_completed']}; resume with: "
+                       f"cnnbench train --resume {result.run.path}", markup=False)  # fmt: skip
+        raise typer.Exit(130)
