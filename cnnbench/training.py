@@ -98,6 +98,8 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
     saved = run.config()
     config = TrainConfig.from_dict(saved["train"])
     config = replace(config, epochs=epochs or config.epochs, device=device or config.device)
+    if device is None:  # the same device trains on exactly as before: no new format probe
+        config = replace(config, precision=saved["device"]["precision"], channels_last=saved["device"]["channels_last"])
     if not run.checkpoint_path("last").is_file():
         raise UsageError(f"{run.name} has no checkpoints/last.pt to resume from (it stopped before its first epoch)")
     state = run.load_checkpoint("last")
@@ -121,21 +123,20 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     """The one training path behind train, finetune and resume: everything but how the model is made."""
     import torch
 
-    from cnnbench.engine import Trainer, resolve_precision, select_device
+    from cnnbench.engine import Trainer, select_device
     from cnnbench.models.accounting import budget
 
     log = log or (lambda message: None)
     # Absolute paths, so `evaluate` and `--resume` find the data from any working directory.
     data = replace(data, root=Path(data.root).resolve(), source=Path(data.source).resolve() if data.source else None)
     device = select_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     prepared = load_or_prepare(data, log=log)
     seed_everything(config.seed, config.deterministic)
     plan = plan_model(prepared)
     model, model_spec = plan.model, plan.spec
     counts = budget(model, prepared.input_spec)
     check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
+    precision, channels_last, probe = _choose_format(model, model_spec, prepared, config, device, log)
 
     if run is None:
         run = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
@@ -152,7 +153,8 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
             "normalization": plan.normalization,
             **plan.extra,
             "params": counts,
-            "device": {**device_info(device), "precision": precision, "channels_last": channels_last},
+            "device": {**device_info(device), "precision": precision, "channels_last": channels_last,
+                       "format_probe_images_per_s": probe},
             "versions": package_versions(),
             "git": git_revision(),
         })  # fmt: skip
@@ -199,6 +201,28 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     if trainer.early.best_epoch and run.checkpoint_path("best").is_file():
         model.load_state_dict(torch.load(run.checkpoint_path("best"), weights_only=True)["model"])
     return finish("completed")
+
+
+def _choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log):
+    """Precision and memory format: as given, else CUDA's best practice, else measured on this CPU (autotune)."""
+    from cnnbench.engine import resolve_precision
+    from cnnbench.models.transfer import backbone_frozen
+
+    unset = config.precision == "auto" or config.channels_last is None
+    if device.type == "cpu" and unset and not backbone_frozen(model):
+        from cnnbench.autotune import choose_cpu_format
+
+        spec = prepared.input_spec
+        precision, channels_last, probe = choose_cpu_format(
+            model, (spec.channels, spec.height, spec.width), config.batch_size, key={"model": model_spec.to_dict()},
+            precision=config.precision, channels_last=config.channels_last)  # fmt: skip
+        if probe:
+            log(f"fastest on this CPU: {precision}, {'channels_last' if channels_last else 'contiguous'} "
+                f"(probed {', '.join(f'{k} {v:,.0f} img/s' for k, v in probe.items())}; cached)")  # fmt: skip
+        return precision, channels_last, probe
+    precision = resolve_precision(config.precision, device)
+    channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
+    return precision, channels_last, {}
 
 
 def _summary(run: RunDir, trainer, status: str, counts: dict[str, int], seconds: float, **extra: Any):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,23 @@ def cli(capsys):
         return Result(code=code, out=captured.out, err=captured.err)
 
     return run
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_format_probe(tmp_path_factory):
+    """The CPU format probe (autotune) with its own cache and short timings, so tests neither share the user's cache
+    nor spend seconds probing every model they train."""
+    from cnnbench import autotune
+
+    saved = os.environ.get("CNNBENCH_CACHE"), autotune.PROBE_SECONDS
+    os.environ["CNNBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    autotune.PROBE_SECONDS = 0.01
+    yield
+    if saved[0] is None:
+        os.environ.pop("CNNBENCH_CACHE", None)
+    else:
+        os.environ["CNNBENCH_CACHE"] = saved[0]
+    autotune.PROBE_SECONDS = saved[1]
 
 
 @pytest.fixture(scope="session")

@@ -516,7 +516,7 @@ def test_validate_accepts_good_edge_values():
                                         ("sgd", torch.optim.SGD), ("rmsprop", torch.optim.RMSprop)])  # fmt: skip
 def test_optimizers_take_their_settings_from_the_config(name, kind):
     config = TrainConfig(optimizer=name, lr=0.05, weight_decay=1e-3, momentum=0.8, beta1=0.85, nesterov=True)
-    optimizer = OPTIMIZERS[name]([{"params": [nn.Parameter(torch.zeros(3))]}], config)
+    optimizer = OPTIMIZERS[name]([{"params": [nn.Parameter(torch.zeros(3))]}], config, None)
     group = optimizer.param_groups[0]
     assert isinstance(optimizer, kind)
     assert group["lr"] == 0.05 and group["weight_decay"] == 1e-3
@@ -530,7 +530,7 @@ def test_optimizers_take_their_settings_from_the_config(name, kind):
 
 def test_sgd_drops_nesterov_without_momentum():
     config = TrainConfig(optimizer="sgd", momentum=0.0, nesterov=True)
-    optimizer = OPTIMIZERS["sgd"]([{"params": [nn.Parameter(torch.zeros(3))]}], config)  # torch refuses nesterov here
+    optimizer = OPTIMIZERS["sgd"]([{"params": [nn.Parameter(torch.zeros(3))]}], config, None)  # torch refuses nesterov here
     assert optimizer.param_groups[0]["nesterov"] is False
 
 

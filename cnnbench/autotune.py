@@ -1,0 +1,104 @@
+"""Pick the fastest precision and memory format for a model on this CPU, by measuring, once.
+
+Which of fp32/bf16 and contiguous/channels_last trains fastest differs by model on the same CPU (channels_last helps
+small MNIST nets and can slow a CIFAR net in fp32), so a fixed choice leaves speed on the table. The probe times a few
+training steps of a copy of the model on a synthetic batch of the real shape for each candidate, and remembers the
+winner in `~/.cache/cnnbench/autotune.json` (`$CNNBENCH_CACHE` moves it) (keyed by model, input, batch size, CPU, threads and torch version), so
+each combination is probed once per machine. The global RNG is restored afterwards, so probing does not change a
+seeded run. `--precision` and `--channels-last/--no-channels-last` skip the probe.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnbench.storage import write_json_atomic
+
+PROBE_SECONDS = 0.25  # per candidate, after one warm-up step
+
+
+def cache_path() -> Path:
+    return Path(os.environ.get("CNNBENCH_CACHE", Path.home() / ".cache" / "cnnbench")) / "autotune.json"
+
+
+def bf16_supported() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def candidates(precision: str, channels_last: bool | None) -> list[tuple[str, bool]]:
+    precisions = [precision] if precision != "auto" else (["fp32", "bf16"] if bf16_supported() else ["fp32"])
+    formats = [channels_last] if channels_last is not None else [False, True]
+    return [(p, c) for p in precisions for c in formats]
+
+
+def choose_cpu_format(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int, *, key: dict[str, Any],
+                      precision: str = "auto", channels_last: bool | None = None) -> tuple[str, bool, dict]:  # fmt: skip
+    """(precision, channels_last, timings in images/s) for training `model` on the CPU."""
+    options = candidates(precision, channels_last)
+    if len(options) == 1:
+        return options[0][0], options[0][1], {}
+    full_key = {**key, "input": list(input_shape), "batch_size": batch_size, "threads": torch.get_num_threads(),
+                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "candidates": [f"{p}/{'cl' if c else 'nchw'}" for p, c in options]}  # fmt: skip
+    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:16]
+    cache = _read_cache()
+    if digest in cache:
+        hit = cache[digest]
+        return hit["precision"], hit["channels_last"], hit["images_per_s"]
+    rng = torch.get_rng_state()
+    try:
+        timings = {f"{p}/{'cl' if c else 'nchw'}": _images_per_s(model, input_shape, batch_size, p, c)
+                   for p, c in options}  # fmt: skip
+    finally:
+        torch.set_rng_state(rng)
+    best = max(timings, key=timings.get)
+    chosen_precision, layout = best.split("/")
+    cache[digest] = {"precision": chosen_precision, "channels_last": layout == "cl", "images_per_s": timings,
+                     "key": full_key}  # fmt: skip
+    try:
+        write_json_atomic(cache_path(), cache)
+    except OSError:
+        pass  # a read-only home only costs a probe next time
+    return chosen_precision, layout == "cl", timings
+
+
+def _read_cache() -> dict[str, Any]:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _images_per_s(model: nn.Module, shape: tuple[int, int, int], batch_size: int, precision: str,
+                  channels_last: bool) -> float:  # fmt: skip
+    probe = copy.deepcopy(model).train()
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    probe.to(memory_format=memory_format)
+    x = torch.randn(batch_size, *shape).contiguous(memory_format=memory_format)
+    optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad] or [torch.zeros(1)], lr=1e-6)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = probe(x)
+        loss = out.float().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < PROBE_SECONDS or steps < 2:
+        step()
+        steps += 1
+    return round(steps * batch_size / (time.perf_counter() - start), 1)
+
