@@ -73,11 +73,12 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 class InMemoryBatches:
     """A split held as one uint8 tensor on the device; batches are index slices."""
 
-    def __init__(self, split: SplitData, batch_size: int, device: torch.device) -> None:
+    def __init__(self, split: SplitData, batch_size: int, device: torch.device, shard: tuple[int, int] = (0, 1)) -> None:
         self.images = split.images.to(device)
         self.labels = split.labels.to(device)
         self.batch_size = batch_size
         self.device = device
+        self.shard = shard  # (rank, world size): under DDP each rank takes its share of every global batch
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
@@ -91,26 +92,37 @@ class InMemoryBatches:
 
     def iterate(self, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        order = torch.randperm(n, generator=generator).to(self.device) if generator is not None else None
-        for start in range(0, n, self.batch_size):
-            if order is None:
+        if generator is None:
+            for start in range(0, n, self.batch_size):
                 yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
-            else:
-                idx = order[start : start + self.batch_size]
-                yield self.images[idx], self.labels[idx]
+            return
+        for idx in shuffled_batches(n, self.batch_size, generator, self.shard):
+            idx = idx.to(self.device)
+            yield self.images[idx], self.labels[idx]
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
+                     shard: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:  # fmt: skip
+    """Index batches of one shuffled epoch. Every rank draws the same permutation and keeps every world-th index of
+    each global batch, so N processes see exactly the batches one process would, split N ways."""
+    rank, world = shard
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        yield order[start : start + batch_size][rank::world]
 
 
 class StreamBatches:
     """A split kept on disk as a file index, decoded by DataLoader workers into uint8 batches."""
 
     def __init__(self, split: SplitData, batch_size: int, device: torch.device, *, size: int, channels: int,
-                 workers: int | None) -> None:  # fmt: skip
+                 workers: int | None, shard: tuple[int, int] = (0, 1)) -> None:  # fmt: skip
         from cnnbench.data.images import ImageFileDataset
 
         self.dataset = ImageFileDataset(split.paths, split.labels.tolist(), size, channels)
         self.batch_size = batch_size
         self.device = device
         self.workers = min(4, torch.get_num_threads()) if workers is None else workers
+        self.shard = shard
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -120,20 +132,25 @@ class StreamBatches:
         return len(self.dataset)
 
     def iterate(self, generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=self.batch_size, shuffle=generator is not None, generator=generator,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda", persistent_workers=False,
-        )  # fmt: skip
+        if generator is None:
+            batches = [range(s, min(s + self.batch_size, len(self.dataset)))
+                       for s in range(0, len(self.dataset), self.batch_size)]  # fmt: skip
+        else:  # the same batches as the in-memory path (and sharded the same way under DDP)
+            batches = [b.tolist() for b in shuffled_batches(len(self.dataset), self.batch_size, generator, self.shard)]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                                             pin_memory=self.device.type == "cuda")  # fmt: skip
         for images, labels in loader:
             yield images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
 
 
-def make_batches(prepared: Prepared, split: str, batch_size: int, device: torch.device, workers: int | None = None):
+def make_batches(prepared: Prepared, split: str, batch_size: int, device: torch.device, workers: int | None = None,
+                 shard: tuple[int, int] = (0, 1)):  # fmt: skip
     data = prepared.splits[split]
     if prepared.in_memory:
-        return InMemoryBatches(data, batch_size, device)
+        return InMemoryBatches(data, batch_size, device, shard)
     spec = prepared.input_spec
-    return StreamBatches(data, batch_size, device, size=spec.height, channels=spec.channels, workers=workers)
+    return StreamBatches(data, batch_size, device, size=spec.height, channels=spec.channels, workers=workers,
+                         shard=shard)  # fmt: skip
 
 
 class Preprocess:
@@ -351,7 +368,11 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)
         mean, std = self.normalization or (self.prepared.mean, self.prepared.std)
         augment = parse_augment(c.augment)
-        self.train_batches = make_batches(self.prepared, "train", c.batch_size, self.device, c.workers)
+        self.rank, self.world = distributed_rank_world()
+        if c.batch_size % self.world:
+            raise UsageError(f"--batch-size {c.batch_size} must divide among {self.world} processes")
+        self.train_batches = make_batches(self.prepared, "train", c.batch_size, self.device, c.workers,
+                                          shard=(self.rank, self.world))  # fmt: skip
         self.val_batches = make_batches(self.prepared, "val", c.eval_batch_size, self.device, c.workers)
         self.preprocess = Preprocess(mean, std, self.device, augment=augment, channels_last=self.channels_last)
         self.forward = self.model
@@ -362,6 +383,12 @@ class Trainer:
             self.val_batches = self.feature_batches(self.val_batches, c.eval_batch_size)
             self.preprocess = lambda features, generator=None: features
             self.forward = self.model.head
+        self.eval_forward = self.forward  # evaluation needs no gradient synchronisation
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
         if c.compile:
             self.forward = torch.compile(self.forward)
         # Fused optimizer kernels: one call per step instead of several per parameter (about 1.35x the whole step
@@ -374,7 +401,7 @@ class Trainer:
         self.penalized = penalized_weights(self.model, c.reg_layers) if (c.l1 or c.l2) else []
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_generator = torch.Generator().manual_seed(c.seed)
-        self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1)
+        self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1 + self.rank)
         self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
         if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
             raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
@@ -454,6 +481,10 @@ class Trainer:
             if progress is not None:
                 # the display calls this at once (or not at all), so the loop variables are current
                 progress.batch(i + 1, lambda: _running(loss_sum, correct, seen, start))  # noqa: B023
+        if self.world > 1:  # every rank saw its share: sum the shares
+            totals = torch.stack([loss_sum, correct.to(loss_sum.dtype), torch.tensor(float(seen), device=self.device)])
+            torch.distributed.all_reduce(totals)
+            loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - start
@@ -468,7 +499,7 @@ class Trainer:
         seen = 0
         for images, labels in batches.iterate(None):
             with self.autocast():
-                logits = self.forward(self.preprocess(images))
+                logits = self.eval_forward(self.preprocess(images))
             loss_sum += batch_loss(logits, labels, reduction="sum")
             correct += (predicted(logits) == labels).sum()
             seen += labels.shape[0]
@@ -533,6 +564,14 @@ class Trainer:
         self.augment_generator.set_state(rng["augment"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def distributed_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _running(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int, start: float) -> tuple[float, float, float]:

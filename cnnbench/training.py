@@ -27,7 +27,7 @@ Log = Callable[[str], None]
 
 @dataclass
 class RunResult:
-    run: RunDir
+    run: RunDir | None  # None on a torchrun rank other than 0, which writes nothing
     status: str
     summary: dict[str, Any]
 
@@ -130,6 +130,10 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     # Absolute paths, so `evaluate` and `--resume` find the data from any working directory.
     data = replace(data, root=Path(data.root).resolve(), source=Path(data.source).resolve() if data.source else None)
     device = select_device(config.device)
+    device, rank = join_process_group(device)
+    main = rank in (None, 0)  # under torchrun only rank 0 writes the run directory and talks to the user
+    if not main:
+        log, progress = (lambda message: None), None
     prepared = load_or_prepare(data, log=log)
     seed_everything(config.seed, config.deterministic)
     plan = plan_model(prepared)
@@ -137,6 +141,14 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     counts = budget(model, prepared.input_spec)
     check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
     precision, channels_last, probe = _choose_format(model, model_spec, prepared, config, device, log)
+    if rank is not None:  # one format for all ranks: rank 0's measurement
+        import torch.distributed as dist
+
+        choice = [precision, channels_last, probe]
+        dist.broadcast_object_list(choice, src=0)
+        precision, channels_last, probe = choice
+    if not main:
+        return _train_follower(prepared, config, model, plan, device, precision, channels_last, state)
 
     if run is None:
         run = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
@@ -198,9 +210,53 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     except Exception as error:
         finish("failed", error=f"{type(error).__name__}: {error}")
         raise
+    finally:
+        leave_process_group()
     if trainer.early.best_epoch and run.checkpoint_path("best").is_file():
         model.load_state_dict(torch.load(run.checkpoint_path("best"), weights_only=True)["model"])
     return finish("completed")
+
+
+def join_process_group(device):
+    """Under torchrun (WORLD_SIZE > 1): join the process group (gloo on CPU, nccl on CUDA) and take this rank's GPU.
+
+    Returns (device, rank), rank None when running alone."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, None
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank()
+
+
+def leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _train_follower(prepared, config, model, plan, device, precision, channels_last, state) -> RunResult:
+    """A rank other than 0: the same training steps on its shard, writing nothing."""
+    from cnnbench.engine import Trainer
+
+    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
+                      channels_last=channels_last,
+                      normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
+    if state is not None:
+        trainer.load_state_dict(state)
+    try:
+        trainer.fit()
+    finally:
+        leave_process_group()
+    return RunResult(run=None, status="completed", summary={})
 
 
 def _choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log):

@@ -98,6 +98,8 @@ def show_result(result, *, json_output: bool) -> None:
     """Print a finished (or interrupted) run: the JSON summary, or two lines; exit 130 when interrupted."""
     from cnnbench.cli.common import emit_json, stderr, stdout
 
+    if result.run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     summary = result.summary
     if json_output:
         emit_json({"run_dir": str(result.run.path), **summary})
