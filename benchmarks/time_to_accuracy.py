@@ -1,0 +1,124 @@
+"""Seconds to reach a stated test accuracy on digits with a model of at most 7,500 parameters.
+
+    .venv/bin/python benchmarks/time_to_accuracy.py [--target 0.95] [--model mnist-7498] [--seeds 3]
+
+The same model, optimiser (Adam), learning rate, batch size and data (scikit-learn's digits at 28x28, the prepared
+split) trained two ways: cnnbench's engine as `cnnbench train` runs it, and the idiomatic PyTorch loop (a
+torchvision-style Dataset with ToTensor + Normalize, a DataLoader, fp32). After every epoch the test accuracy is
+measured outside the clock; the result is the training seconds until it first reaches the target (median over seeds),
+and the epochs that took. Writes results/time_to_accuracy.md. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnbench.config import TrainConfig
+from cnnbench.data.augment import AugmentSpec
+from cnnbench.data.prepare import PrepareOptions, load_or_prepare
+from cnnbench.engine import Preprocess, Trainer, make_batches, predict, select_device
+from cnnbench.models import build_model
+from cnnbench.storage import write_text_atomic
+from cnnbench.training import _choose_format, seed_everything
+
+
+def test_accuracy(model, prepared, device, precision="fp32", channels_last=False) -> float:
+    batches = make_batches(prepared, "test", 1024, device)
+    preprocess = Preprocess(prepared.mean, prepared.std, device, augment=AugmentSpec(), channels_last=channels_last)
+    probs, labels, _ = predict(model, batches, preprocess, precision, device)
+    return float((probs.argmax(1) == labels).float().mean())
+
+
+def cnnbench_run(prepared, args, seed: int, device) -> tuple[float, int]:
+    seed_everything(seed, False)
+    model, spec = build_model(args.model, prepared.input_spec)
+    config = TrainConfig(model=args.model, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                         device=device.type)  # fmt: skip
+    precision, channels_last, _ = _choose_format(model, spec, prepared, config, device, lambda m: None)
+    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
+                      channels_last=channels_last)  # fmt: skip
+    seconds = 0.0
+    for epoch in range(1, args.max_epochs + 1):
+        start = time.perf_counter()
+        trainer.train_epoch(None)
+        seconds += time.perf_counter() - start
+        if test_accuracy(model, prepared, device, precision, channels_last) >= args.target:
+            return seconds, epoch
+    return float("nan"), args.max_epochs
+
+
+def idiomatic_run(prepared, args, seed: int, device) -> tuple[float, int]:
+    from PIL import Image
+    from torchvision import transforms
+
+    seed_everything(seed, False)
+    model, _ = build_model(args.model, prepared.input_spec)
+    model.to(device)
+    train = prepared.splits["train"]
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(prepared.mean, prepared.std)])
+
+    class Dataset(torch.utils.data.Dataset):  # the shape of torchvision.datasets.MNIST's __getitem__
+        def __len__(self):
+            return len(train.labels)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(train.images[i, 0].numpy())), int(train.labels[i])
+
+    loader = torch.utils.data.DataLoader(Dataset(), batch_size=args.batch_size, shuffle=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
+    seconds = 0.0
+    for epoch in range(1, args.max_epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss.item()
+        seconds += time.perf_counter() - start
+        if test_accuracy(model, prepared, device) >= args.target:
+            return seconds, epoch
+    return float("nan"), args.max_epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--model", default="mnist-7498")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--max-epochs", type=int, default=60)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = select_device(args.device)
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = load_or_prepare(PrepareOptions(dataset="digits", root=Path(scratch), size=28))
+        params = sum(p.numel() for p in build_model(args.model, prepared.input_spec)[0].parameters())
+        assert params <= 7500, f"{args.model} has {params} parameters; this benchmark is about models of <= 7,500"
+        results = {name: [run(prepared, args, seed, device) for seed in range(args.seeds)]
+                   for name, run in (("idiomatic", idiomatic_run), ("cnnbench", cnnbench_run))}  # fmt: skip
+    rows = {}
+    for name, runs in results.items():
+        rows[name] = (statistics.median(s for s, _ in runs), statistics.median(e for _, e in runs))
+    lines = [f"Time to {args.target:.0%} test accuracy on digits (28x28, 359 test images), {args.model} "
+             f"({params:,} parameters), Adam lr {args.lr}, batch {args.batch_size}, median of {args.seeds} seeds, "
+             f"{device.type}, torch {torch.__version__}", "",
+             "| loop | training seconds | epochs |", "|---|---:|---:|"]  # fmt: skip
+    lines += [f"| {name} | {s:.2f} | {e:g} |" for name, (s, e) in rows.items()]
+    lines.append(f"\ncnnbench reaches it {rows['idiomatic'][0] / rows['cnnbench'][0]:.1f}x sooner.")
+    write_text_atomic(Path("results/time_to_accuracy.md"), "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
