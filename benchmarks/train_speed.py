@@ -89,7 +89,6 @@ def timed_windows(run_window, warmup: int = 1, windows: int = 3) -> float:
 
 
 def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
-    import torch
 
     from cnnbench.config import TrainConfig
     from cnnbench.data.prepare import Prepared, SplitData

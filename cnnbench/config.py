@@ -145,6 +145,14 @@ def validate_config(config: TrainConfig) -> TrainConfig:
             raise UsageError(f"bad --{name} {getattr(config, name)}: expected a value in [0, 1)")
     if config.clip_grad is not None:
         positive("clip_grad", config.clip_grad)
+    if not 0.0 <= config.label_smoothing < 1.0:
+        raise UsageError(f"bad --label-smoothing {config.label_smoothing}: expected a value in [0, 1)")
+    if not 0.0 < config.gamma <= 1.0:
+        raise UsageError(f"bad --gamma {config.gamma}: expected a decay factor in (0, 1]")
+    if config.seed < 0:
+        raise UsageError(f"bad --seed {config.seed}: expected a whole number >= 0")
+    if config.workers is not None and config.workers < 0:
+        raise UsageError(f"bad --workers {config.workers}: expected 0 or more")
     from cnnbench.data.augment import parse_augment
 
     parse_augment(config.augment)  # raises a UsageError naming the bad item

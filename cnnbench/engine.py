@@ -56,7 +56,7 @@ def select_device(requested: str = "auto") -> torch.device:
 
 def resolve_precision(requested: str, device: torch.device) -> str:
     if requested != "auto":
-        if requested in ("bf16", "fp16") and device.type == "cpu" and requested == "fp16":
+        if requested == "fp16" and device.type == "cpu":
             raise UsageError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
         return requested
     if device.type == "cuda":
@@ -108,7 +108,9 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
     rank, world = shard
     order = torch.randperm(n, generator=generator)
     for start in range(0, n, batch_size):
-        yield order[start : start + batch_size][rank::world]
+        batch = order[start : start + batch_size]
+        if len(batch) >= world:  # a last batch smaller than the number of processes would leave a rank empty
+            yield batch[rank::world]
 
 
 class StreamBatches:
@@ -338,9 +340,8 @@ class EarlyStopping:
     def update(self, epoch: int, value: float) -> tuple[bool, bool]:
         """Returns (improved, stop)."""
         sign = -1.0 if self.monitor == "val_loss" else 1.0
-        improved = math.isnan(self.best) or sign * (value - self.best) > self.min_delta
-        if math.isnan(value):
-            improved = self.best_epoch == 0
+        # With no validation split (NaN), the latest epoch is the best one: there is nothing to prefer an older by.
+        improved = math.isnan(value) or math.isnan(self.best) or sign * (value - self.best) > self.min_delta
         if improved:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
         else:
@@ -376,12 +377,11 @@ class Trainer:
         self.val_batches = make_batches(self.prepared, "val", c.eval_batch_size, self.device, c.workers)
         self.preprocess = Preprocess(mean, std, self.device, augment=augment, channels_last=self.channels_last)
         self.forward = self.model
+        # Only the head trains: the frozen backbone runs once per split (at the first epoch, so that a resumed run's
+        # loaded weights are the ones that make the features) and the head trains on its outputs.
         self.cached_features = c.cache_features and not augment.enabled and backbone_frozen(self.model)
+        self.features_ready = False
         if self.cached_features:
-            # Only the head trains: run the frozen backbone once per split and train the head on its outputs.
-            self.train_batches = self.feature_batches(self.train_batches, c.batch_size)
-            self.val_batches = self.feature_batches(self.val_batches, c.eval_batch_size)
-            self.preprocess = lambda features, generator=None: features
             self.forward = self.model.head
         self.eval_forward = self.forward  # evaluation needs no gradient synchronisation
         if self.world > 1:
@@ -417,6 +417,13 @@ class Trainer:
         return [g for g in ({"params": body, "lr": c.lr * c.backbone_lr_mult}, {"params": head, "lr": c.lr})
                 if g["params"]]  # fmt: skip
 
+    def ensure_features(self) -> None:
+        if self.cached_features and not self.features_ready:
+            self.train_batches = self.feature_batches(self.train_batches, self.config.batch_size)
+            self.val_batches = self.feature_batches(self.val_batches, self.config.eval_batch_size)
+            self.preprocess = lambda features, generator=None: features
+            self.features_ready = True
+
     @torch.inference_mode()
     def feature_batches(self, batches, batch_size: int) -> InMemoryBatches:
         """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
@@ -450,6 +457,7 @@ class Trainer:
 
     def train_epoch(self, progress: Progress | None) -> tuple[float, float, float, float]:
         c = self.config
+        self.ensure_features()
         self.model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
@@ -466,6 +474,11 @@ class Trainer:
                 logits = self.forward(x)
             loss = batch_loss(logits, labels, label_smoothing=c.label_smoothing)
             objective = loss + self.penalty() if self.penalized else loss
+            if self.world > 1:
+                # DDP averages gradients over ranks; weight each rank's mean by its share of the global batch so an
+                # uneven last batch still gives the global batch's mean gradient.
+                global_n = min(c.batch_size, self.train_batches.num_images - i * c.batch_size)
+                objective = objective * (labels.shape[0] * self.world / global_n)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(objective).backward()
             if c.clip_grad:
@@ -493,6 +506,7 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, batches) -> tuple[float, float]:
         """Mean loss and accuracy over a split (no augmentation, inference mode)."""
+        self.ensure_features()
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
@@ -513,7 +527,7 @@ class Trainer:
         c = self.config
         while self.epoch < c.epochs:
             if progress is not None:
-                progress.start_epoch(self.epoch + 1, c.epochs, len(self.train_batches))
+                progress.start_epoch(self.epoch + 1, c.epochs, len(self.train_batches))  # same count once cached
             train_loss, train_acc, seconds, lr = self.train_epoch(progress)
             val_loss, val_acc = self.evaluate(self.val_batches)
             self.epoch += 1

@@ -28,7 +28,7 @@ class FinetuneOptions:
     units: int = 256
     activation: str = "relu"
     pool: str | None = None  # avg | flatten | max2; None = the head's default
-    freeze: str = "all"
+    freeze: str | None = None  # None: "all" with pretrained weights, "none" from scratch (--weights none)
     freeze_bn: bool = False
     head_epochs: int = 0
     head_lr: float | None = None
@@ -40,6 +40,10 @@ def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOpt
     log = log or (lambda message: None)
     if options.head_epochs < 0:
         raise UsageError(f"bad --head-epochs {options.head_epochs}: expected zero or more")
+    if options.head_lr is not None and not options.head_lr > 0:
+        raise UsageError(f"bad --head-lr {options.head_lr}: expected a learning rate greater than zero")
+    if options.freeze is None:  # a random backbone is no feature extractor: the from-scratch baseline trains it all
+        options = replace(options, freeze="none" if options.weights == "none" else "all")
     if config.reg_layers == "*" and (config.l1 or config.l2):
         config = replace(config, reg_layers="head.*")  # S3 penalises the new dense layer, not the pretrained body
     if options.head_epochs:
@@ -50,7 +54,7 @@ def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOpt
         if first.status != "completed":
             return first
         log(f"phase 2: fine-tuning with --freeze {options.freeze} from {first.run.path}")
-        options = replace(options, weights=f"run:{first.run.path}", head_epochs=0)
+        options = replace(options, weights=f"run:{first.run.path}", head_epochs=0, backbone=None)
     return _train(data, config, lambda prepared: plan(prepared, config, options, log), out=out, progress=progress,
                   log=log, on_epoch_end=on_epoch_end)
 
@@ -115,16 +119,28 @@ def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[s
         raise UsageError(f"--backbone {options.backbone} differs from the model of {parent.name} "
                          f"({parent_spec.name}); leave --backbone out when starting from a run")  # fmt: skip
     inherited = {k: v for k, v in parent_spec.options.items() if k not in ("freeze", "freeze_bn")}
-    if "head" in inherited and options.head is not None:
+    if options.head is not None:
+        if "head" not in inherited:
+            raise UsageError(f"--head applies to torchvision backbones; {parent.name} is a {parent_spec.name} run, "
+                             f"whose own head is kept (leave --head out)")  # fmt: skip
         inherited["head"] = parse_head(options.head, **head_options).to_dict()
     spec = ModelSpec(name=parent_spec.name, input=prepared.input_spec, options={**inherited, **freezing})
     model = build(spec)
     loaded, reinitialised = load_matching(model, parent.load_checkpoint("best")["model"])
     if reinitialised:
-        log(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised (shape changed): "
+        # A layer that starts from scratch must train, whatever the freezing policy; the spec records it so that a
+        # resumed run rebuilds the same trainable set.
+        unfreeze = [name for name, _ in model.named_parameters() if name in reinitialised]
+        spec = ModelSpec(name=spec.name, input=spec.input, options={**spec.options, "unfreeze": unfreeze})
+        model = build(spec)
+        load_matching(model, parent.load_checkpoint("best")["model"])
+        log(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised and trained (shape changed): "
             f"{', '.join(reinitialised[:6])}{' ...' if len(reinitialised) > 6 else ''}")  # fmt: skip
     weights = {"source": f"run:{parent.path}", "loaded": len(loaded), "reinitialised": reinitialised}
-    return ModelPlan(model=model, spec=spec, normalization=parent_config["normalization"], kind="finetune",
+    normalization = parent_config["normalization"]
+    if len(normalization["mean"]) != prepared.input_spec.channels:  # other channels: the parent's stats do not apply
+        normalization = _dataset_normalization(prepared)
+    return ModelPlan(model=model, spec=spec, normalization=normalization, kind="finetune",
                      extra={"parent": str(parent.path),
                             "finetune": {"backbone": parent_spec.name, "weights": weights, **freezing,
                                          "head": inherited.get("head")}})  # fmt: skip

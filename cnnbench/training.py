@@ -103,7 +103,8 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
     if not run.checkpoint_path("last").is_file():
         raise UsageError(f"{run.name} has no checkpoints/last.pt to resume from (it stopped before its first epoch)")
     state = run.load_checkpoint("last")
-    if state["epoch"] >= config.epochs:
+    finished = run.status() == "completed" and epochs is None  # e.g. stopped early: more needs an explicit --epochs
+    if state["epoch"] >= config.epochs or finished:
         raise UsageError(f"{run.name} already completed {state['epoch']} epochs; pass --epochs N with N larger "
                          f"to train it further")  # fmt: skip
     def rebuild(prepared: Prepared) -> ModelPlan:
@@ -150,6 +151,13 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     if not main:
         return _train_follower(prepared, config, model, plan, device, precision, channels_last, state)
 
+    # The trainer first: its checks (penalised layers, a validation split for early stopping, batch size per
+    # process) fail before any run directory exists.
+    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
+                      channels_last=channels_last,
+                      normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
+    if trainer.cached_features:
+        log("backbone frozen and no augmentation: training the head on backbone features computed once")
     if run is None:
         run = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
         run.write_config({
@@ -178,11 +186,6 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
         run.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
     log(f"run directory: {run.path}")
 
-    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last,
-                      normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
-    if trainer.cached_features:
-        log("backbone frozen and no augmentation: training the head on backbone features computed once")
     if state is not None:
         trainer.load_state_dict(state)
         run.truncate_metrics(trainer.epoch)
@@ -263,6 +266,8 @@ def _choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, d
     """Precision and memory format: as given, else CUDA's best practice, else measured on this CPU (autotune)."""
     from cnnbench.engine import resolve_precision
     from cnnbench.models.transfer import backbone_frozen
+
+    resolve_precision(config.precision, device)  # refuses what the device cannot do (fp16 on a CPU)
 
     unset = config.precision == "auto" or config.channels_last is None
     if device.type == "cpu" and unset and not backbone_frozen(model):

@@ -39,13 +39,13 @@ StorageOption = Annotated[str, typer.Option("--storage", help="auto | memory | f
 
 def stderr() -> Console:
     # Made on demand rather than at import, so output capture in tests (and redirected stderr) is honoured.
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def stdout() -> Console:
     # Piped output (a Makefile, `| less`, a CI log) gets a wide console instead of rich's 80 columns, so tables of
     # paths and descriptions are not squeezed into slivers.
-    return Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, markup=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 def cells(*values: object) -> list[Text]:

@@ -38,8 +38,8 @@ def finetune(
     units: Annotated[int, _opt("--units", help="Hidden units of the extended head. [default: 256]")] = 256,
     activation: Annotated[str, _opt("--activation", help="relu | elu | gelu | tanh | leaky_relu [default: relu]")] = "relu",
     pool: Annotated[str | None, _opt("--pool", help="avg | flatten | max2 [default: avg; max2 for extended]")] = None,
-    freeze: Annotated[str, _opt("--freeze", help="all | none | fraction:X | last:N | from:MODULE "
-                                "[default: all]")] = "all",
+    freeze: Annotated[str | None, _opt("--freeze", help="all | none | fraction:X | last:N | from:MODULE "
+                                       "[default: all; none with --weights none]")] = None,
     freeze_bn: Annotated[bool, _opt("--freeze-bn", help="Keep BatchNorm layers frozen (statistics and affine) "
                                     "even in unfrozen blocks.")] = False,
     head_epochs: Annotated[int, _opt("--head-epochs", help="First train the head alone for N epochs (a parent run), "

@@ -88,8 +88,9 @@ def train(
     passed = T.passed_training_options(ctx.params)
     log = log_to_stderr(quiet)
     if resume is not None:
-        given = sorted(k for k, v in passed.items() if v is not None and k not in ("epochs", "device"))
-        given += ["dataset"] * bool(dataset) + ["config"] * bool(config)
+        given = sorted(f"--{name.replace('_', '-')}" for name in ctx.params
+                       if name not in ("resume", "epochs", "device", "quiet", "json_output")
+                       and ctx.get_parameter_source(name).name == "COMMANDLINE")  # fmt: skip
         if given:
             raise typer.BadParameter(f"--resume continues the run with its saved options; only --epochs and --device "
                                      f"may be given (got {', '.join(given)})", param_hint="--resume")  # fmt: skip

@@ -136,6 +136,7 @@ def prepared_dir(options: PrepareOptions) -> Path:
 
 def load_or_prepare(options: PrepareOptions, *, log=None) -> Prepared:
     """The prepared dataset for these options, preparing it first if the cache does not hold it yet."""
+    validate(options)  # the same answer for bad options whether or not a cache exists
     directory = prepared_dir(options)
     if (directory / "manifest.json").exists():
         return load_prepared(directory)

@@ -46,6 +46,7 @@ def build(model_spec: ModelSpec) -> nn.Module:
     """Rebuild a model from its spec, with its freezing policy applied (weights come from a checkpoint)."""
     options = dict(model_spec.options)
     freeze, freeze_bn = options.pop("freeze", None), options.pop("freeze_bn", False)
+    unfreeze = set(options.pop("unfreeze", []))  # parameters that train whatever the policy (re-initialised ones)
     if "head" in options:  # a torchvision backbone with a new head (cnnbench finetune)
         from cnnbench.models.transfer import build_transfer
 
@@ -58,6 +59,9 @@ def build(model_spec: ModelSpec) -> nn.Module:
         from cnnbench.models.transfer import apply_freeze
 
         apply_freeze(model, freeze, freeze_bn=freeze_bn)
+    for name, parameter in model.named_parameters():
+        if name in unfreeze:
+            parameter.requires_grad = True
     return model
 
 
