@@ -58,7 +58,10 @@ def train_and_evaluate(context: StudyContext, data: PrepareOptions, configs: lis
 def tabulate(context: StudyContext, runs: list[Path], columns: list[str]) -> dict[str, Any]:
     from cnnbench.report import build_table, collect, to_markdown, write_report
 
-    table = build_table(collect(runs), columns=columns)
+    frame = collect(runs)
+    order = {Path(r).resolve(): i for i, r in enumerate(runs)}  # the study's order, not the folders' name order
+    frame = frame.sort_values("path", key=lambda paths: paths.map(lambda p: order.get(Path(p).resolve(), 0)))
+    table = build_table(frame, columns=columns)
     files = write_report(table, context.out)
     return {"runs": [str(r) for r in runs], "table": to_markdown(table), "rows": table.to_dict(orient="records"),
             "files": {k: str(v) for k, v in files.items()}}  # fmt: skip
