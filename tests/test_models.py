@@ -93,3 +93,24 @@ def test_malformed_fit_names_are_usage_errors(bad):
 def test_unknown_model_suggests_close_names():
     with pytest.raises(UsageError, match=r"unknown model 'mnist-7499' \(did you mean mnist-7498"):
         build_model("mnist-7499", MNIST)
+
+
+def test_pooling_before_relu_gives_the_seed_order_results_and_gradients():
+    from torch import nn
+
+    model, _ = build_model("cifar-simple", MODELS.get("cifar-simple").seed_input)
+    layers = list(model.features)
+    seed_order = list(layers)
+    for i in range(len(seed_order) - 1):  # back to the report's Conv -> ReLU -> MaxPool
+        if isinstance(seed_order[i], nn.MaxPool2d) and isinstance(seed_order[i + 1], nn.ReLU):
+            seed_order[i], seed_order[i + 1] = seed_order[i + 1], seed_order[i]
+    x = torch.randn(4, 3, 32, 32)
+    outputs, grads = [], []
+    for features in (nn.Sequential(*layers), nn.Sequential(*seed_order)):
+        model.zero_grad()
+        out = model.head(torch.flatten(features(x), 1))
+        out.square().sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert torch.equal(outputs[0], outputs[1])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))

@@ -1,7 +1,7 @@
 """The budget-fitted family: `fit:N` is the widest member whose parameter count is at most N for the data's shape.
 
 The family is a plain VGG-style CNN, chosen because its size grows smoothly and monotonically with one knob:
-  stages of [Conv 3x3 'same' -> BN -> ReLU] x 2 -> MaxPool 2, widths w, 2w, 4w, ... (one stage per halving while the
+  stages of [Conv 3x3 'same' -> BN -> ReLU] x 2 -> MaxPool 2 (pooled before the last ReLU, which is equivalent), widths w, 2w, 4w, ... (one stage per halving while the
   feature map stays at least 4 pixels, at most 5 stages), then global average pooling, dropout and one linear layer.
 Convolutions carry no bias because the BatchNorm shift that follows does that job. The width w is found by bisection
 (the count is monotonic in w), so `fit:7500` on MNIST and `fit:2000000` on CIFAR-100 are both one exact search.
@@ -14,7 +14,7 @@ import math
 from torch import nn
 
 from cnnbench.errors import UsageError
-from cnnbench.models.zoo import Classifier, InputSpec
+from cnnbench.models.zoo import Classifier, InputSpec, pool_relu
 
 MAX_WIDTH = 4096
 FIT_DROPOUT = 0.1
@@ -29,10 +29,10 @@ def fit_net(spec: InputSpec, *, width: int, dropout: float = FIT_DROPOUT) -> nn.
     cin = spec.channels
     for stage in range(stages_for(spec)):
         cout = width * 2**stage
-        for _ in range(2):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+        for index in range(2):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+            layers += pool_relu() if index == 1 else [nn.ReLU(inplace=True)]  # pool before ReLU: see pool_relu
             cin = cout
-        layers.append(nn.MaxPool2d(2))
     layers += [nn.AdaptiveAvgPool2d(1)]
     head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin, spec.num_classes))
     return Classifier(nn.Sequential(*layers), head)
