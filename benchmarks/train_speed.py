@@ -190,6 +190,14 @@ def run_one(case_name: str, loop: str, device_name: str, window_batches: int) ->
             "channels_last": result["channels_last"], "device": device.type, "data": "synthetic"}  # fmt: skip
 
 
+def measure_in_process(name: str, loop: str, device: str) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--one", name, loop, "--device", device], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    if done.returncode != 0:
+        sys.exit(f"{name}/{loop} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def window_batches_for(case: Case) -> int:
     """Enough batches for a timed window of a second or more on a small CPU, few for the heavy models."""
     return 24 if case.size <= 32 else 4
@@ -200,6 +208,8 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from: {', '.join(CASES)}")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
+    parser.add_argument("--repeats", type=int, default=1, help="processes per (case, loop); the median is reported "
+                        "(this machine varies by up to 25%% between processes)")
     parser.add_argument("--one", nargs=2, metavar=("CASE", "LOOP"), help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args()
     if args.one:
@@ -210,14 +220,14 @@ def main() -> None:
     unknown = [c for c in names if c not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(CASES)}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     rows = []
     for name in names:
         for loop in ("idiomatic", "cnnbench"):
-            done = subprocess.run([sys.executable, __file__, "--one", name, loop, "--device", args.device],
-                                  capture_output=True, text=True, cwd=ROOT)  # fmt: skip
-            if done.returncode != 0:
-                sys.exit(f"{name}/{loop} failed:\n{done.stderr[-2000:]}")
-            row = json.loads(done.stdout.strip().splitlines()[-1])
+            repeats = [measure_in_process(name, loop, args.device) for _ in range(args.repeats)]
+            row = sorted(repeats, key=lambda r: r["train_images_per_s"])[len(repeats) // 2]  # the median run
+            row["repeats"] = args.repeats
             rows.append(row)
             print(f"{name:<14} {loop:<9} train {row['train_images_per_s']:>9,.0f} img/s  infer "
                   f"{row['infer_images_per_s']:>9,.0f} img/s  peak {row['peak_memory_mb']:,.0f} MB  "

@@ -228,7 +228,7 @@ def _cifar_missing(folder: Path, layout: _CifarLayout) -> list[str]:
 def _read_cifar(layout: _CifarLayout, root: Path, download: bool, fetch: Callable[[], object]) -> RawDataset:
     folder = Path(root) / layout.folder
     if _cifar_missing(folder, layout) and download:
-        _fetch(layout.name, Path(root), fetch)
+        _fetch(layout.name, Path(root) / layout.folder, fetch)
     missing = _cifar_missing(folder, layout)
     if missing:
         raise _missing(layout.name, folder, missing)
@@ -310,7 +310,7 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
     if _flowers_files(base) and download:
         from torchvision.datasets import Flowers102
 
-        _fetch("flowers102", Path(root), lambda: Flowers102(str(root), download=True))
+        _fetch("flowers102", base, lambda: Flowers102(str(root), download=True))
     missing = _flowers_files(base)
     if missing:
         raise _missing("flowers102", base, missing)
@@ -379,7 +379,7 @@ def read_pets(root: Path, *, download: bool = False) -> RawDataset:
     if _pets_files(base) and download:
         from torchvision.datasets import OxfordIIITPet
 
-        _fetch("pets", Path(root), lambda: OxfordIIITPet(str(root), download=True))
+        _fetch("pets", base, lambda: OxfordIIITPet(str(root), download=True))
     missing = _pets_files(base)
     if missing:
         raise _missing("pets", base, missing)
