@@ -9,24 +9,9 @@ import pytest
 import torch
 
 from cnnbench.config import TrainConfig
-from cnnbench.data.prepare import PrepareOptions
 from cnnbench.finetune import FinetuneOptions, finetune_run
 from cnnbench.training import resume_run, train_run
-
-DIGITS28 = ["--dataset", "digits", "--size", "28"]
-
-
-def digits(root: Path, **kw) -> PrepareOptions:
-    return PrepareOptions(dataset="digits", root=root, size=28, **kw)
-
-
-class StopAfter:
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __call__(self, result) -> None:
-        if result.epoch == self.epoch:
-            raise KeyboardInterrupt
+from tests.helpers import DIGITS28, StopAfter, digits
 
 
 def test_without_a_validation_split_the_last_epoch_is_kept(data_root, tmp_path):

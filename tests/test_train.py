@@ -9,15 +9,9 @@ from pathlib import Path
 import torch
 
 from cnnbench.config import TrainConfig
-from cnnbench.data.prepare import PrepareOptions
 from cnnbench.runs import RunDir
 from cnnbench.training import resume_run, train_run
-
-DIGITS28 = ["--dataset", "digits", "--size", "28"]
-
-
-def digits(root: Path) -> PrepareOptions:
-    return PrepareOptions(dataset="digits", root=root, size=28)
+from tests.helpers import DIGITS28, StopAfter, digits
 
 
 def test_short_training_on_digits_clears_an_accuracy_floor(cli, data_root, tmp_path):
@@ -58,16 +52,6 @@ def test_run_directory_records_everything_needed_to_rebuild(data_root, tmp_path)
     assert last["epoch"] == 2 and "optimizer" in last and "rng" in last
     assert result.summary["params"]["macs"] == 7106
 
-
-class StopAfter:
-    """Simulates Ctrl-C at the end of a given epoch."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __call__(self, result) -> None:
-        if result.epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_path):
