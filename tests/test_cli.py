@@ -92,3 +92,10 @@ def test_the_console_script_runs_outside_python(tmp_path):
                           text=True, timeout=120, cwd=tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert '"trainable": 722' in done.stdout
+
+
+def test_version(cli):
+    from cnnbench import __version__
+
+    result = cli("--version")
+    assert result.code == 0 and result.out.strip() == f"cnnbench {__version__}"

@@ -31,6 +31,24 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from cnnbench import __version__
+
+        typer.echo(f"cnnbench {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print cnnbench's version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Run, compare and reproduce convolutional-network studies."""
+
+
 app.command("datasets")(datasets_cmd.datasets)
 app.command("models")(models_cmd.models)
 app.command("prepare")(prepare_cmd.prepare)
