@@ -12,7 +12,7 @@ random pixels of that shape (speed only; nothing here measures accuracy), labell
   tensor with ToTensor + Normalize, a DataLoader, fp32, contiguous tensors, `loss.item()` every batch.
 
 Every (case, loop) pair runs in its own process so peak memory (max RSS on the CPU, max allocated on CUDA) is its own.
-Throughput is the median of several timed windows after a warm-up; the ratio compares the two loops measured in the
+Throughput is the median of several timed windows after warm-up windows; the ratio compares the two loops measured in the
 same run, on the same machine. Run it alone: on a 2-core machine anything else running skews it.
 """
 
@@ -76,8 +76,12 @@ def synthetic_images(case: Case, n: int):
     return images, torch.randint(0, case.classes, (n,), generator=generator)
 
 
-def timed_windows(run_window, warmup: int = 1, windows: int = 3) -> float:
-    """Median images/s over `windows` calls of `run_window() -> images`, after `warmup` calls."""
+def timed_windows(run_window, case: Case) -> float:
+    """Median images/s over timed calls of `run_window() -> images`, after warm-up calls.
+
+    Small models keep speeding up over the first few windows (allocator and oneDNN caches warming), so they get three
+    warm-up windows and five timed ones; the heavy models, whose windows take tens of seconds, one and three."""
+    warmup, windows = (3, 5) if case.size <= 32 else (1, 3)
     for _ in range(warmup):
         run_window()
     rates = []
@@ -108,11 +112,11 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     precision, channels_last, _ = _choose_format(model, model_spec, prepared, config, device, lambda m: None)
     trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
                       channels_last=channels_last)  # fmt: skip
-    train = timed_windows(lambda: (trainer.train_epoch(None), n)[1])
+    train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case)
     batches = make_batches(prepared, "train", max(256, case.batch_size), device)
     preprocess = Preprocess([0.5] * case.channels, [0.25] * case.channels, device, augment=trainer.preprocess.augment,
                             channels_last=channels_last)  # fmt: skip
-    infer = timed_windows(lambda: (predict(model, batches, preprocess, precision, device), n)[1])
+    infer = timed_windows(lambda: (predict(model, batches, preprocess, precision, device), n)[1], case)
     return {"train": train, "infer": infer, "precision": precision, "channels_last": channels_last}
 
 
@@ -162,7 +166,7 @@ def measure_idiomatic(case: Case, device, window_batches: int) -> dict:
                 model(x.to(device)).softmax(1).cpu()
         return n
 
-    return {"train": timed_windows(train_window), "infer": timed_windows(infer_window), "precision": "fp32",
+    return {"train": timed_windows(train_window, case), "infer": timed_windows(infer_window, case), "precision": "fp32",
             "channels_last": False}
 
 
