@@ -97,7 +97,8 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     from cnnbench.config import TrainConfig
     from cnnbench.data.prepare import Prepared, SplitData
     from cnnbench.engine import Preprocess, Trainer, make_batches, predict
-    from cnnbench.training import _choose_format
+    from cnnbench.models import ModelSpec
+    from cnnbench.training import choose_format
 
     model, spec = build(case)
     n = case.batch_size * window_batches
@@ -108,8 +109,8 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     prepared = Prepared(directory=Path("synthetic"), manifest=manifest,
                         splits={"train": SplitData(labels=labels, images=images), "val": empty, "test": empty})
     config = TrainConfig(batch_size=case.batch_size, epochs=100, device=device.type, cache_features=False)
-    model_spec = type("Spec", (), {"to_dict": lambda self: {"name": case.model, "input": vars(spec)}})()
-    precision, channels_last, _ = _choose_format(model, model_spec, prepared, config, device, lambda m: None)
+    model_spec = ModelSpec(name=case.model, input=spec, options={})  # the format probe's cache key
+    precision, channels_last, _ = choose_format(model, model_spec, prepared, config, device, lambda m: None)
     trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
                       channels_last=channels_last)  # fmt: skip
     train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case)

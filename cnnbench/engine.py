@@ -29,7 +29,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.augment import AugmentSpec, parse_augment
 from cnnbench.data.prepare import Prepared, SplitData
 from cnnbench.errors import UsageError
-from cnnbench.models.transfer import backbone_frozen
+from cnnbench.models.transfer import backbone_frozen, parts
 
 # --- device and precision ---------------------------------------------------------------------------------------------
 
@@ -96,17 +96,16 @@ class InMemoryBatches:
             for start in range(0, n, self.batch_size):
                 yield self.images[start : start + self.batch_size], self.labels[start : start + self.batch_size]
             return
-        for idx in shuffled_batches(n, self.batch_size, generator, self.shard):
-            idx = idx.to(self.device)
+        for idx in shuffled_batches(n, self.batch_size, generator, self.shard, device=self.device):
             yield self.images[idx], self.labels[idx]
 
 
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator,
-                     shard: tuple[int, int] = (0, 1)) -> Iterator[torch.Tensor]:  # fmt: skip
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, shard: tuple[int, int] = (0, 1),
+                     device: torch.device | None = None) -> Iterator[torch.Tensor]:  # fmt: skip
     """Index batches of one shuffled epoch. Every rank draws the same permutation and keeps every world-th index of
     each global batch, so N processes see exactly the batches one process would, split N ways."""
     rank, world = shard
-    order = torch.randperm(n, generator=generator)
+    order = torch.randperm(n, generator=generator).to(device or "cpu")  # one copy per epoch, not one per batch
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
         if len(batch) >= world:  # a last batch smaller than the number of processes would leave a rank empty
@@ -427,8 +426,8 @@ class Trainer:
     @torch.inference_mode()
     def feature_batches(self, batches, batch_size: int) -> InMemoryBatches:
         """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
-        transfer = hasattr(self.model, "backbone")  # a fine-tune head flattens for itself; a zoo model's forward does
-        body = self.model.backbone if transfer else self.model.features
+        body, _ = parts(self.model)
+        transfer = body is getattr(self.model, "backbone", None)  # a fine-tune head flattens; a zoo model's forward does
         body.eval()
         features, labels = [], []
         for images, y in batches.iterate(None):

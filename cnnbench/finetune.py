@@ -1,4 +1,4 @@
-"""`finetune_run`: transfer learning on the one training path (`training._train`), differing only in the model.
+"""`finetune_run`: transfer learning on the one training path (`training.train_with_plan`), differing only in the model.
 
 Weights come from torchvision's ImageNet weights (`imagenet`), nowhere (`none`, the from-scratch baseline on the same
 architecture, S3 Exp 4), a weights file (`PATH`), or any cnnbench run (`run:RUN_DIR`, so transfer between our own
@@ -17,7 +17,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import Prepared, PrepareOptions
 from cnnbench.errors import UsageError
 from cnnbench.runs import RunDir
-from cnnbench.training import Log, ModelPlan, RunResult, _dataset_normalization, _train
+from cnnbench.training import Log, ModelPlan, RunResult, dataset_normalization, train_with_plan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +55,7 @@ def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOpt
             return first
         log(f"phase 2: fine-tuning with --freeze {options.freeze} from {first.run.path}")
         options = replace(options, weights=f"run:{first.run.path}", head_epochs=0, backbone=None)
-    return _train(data, config, lambda prepared: plan(prepared, config, options, log), out=out, progress=progress,
+    return train_with_plan(data, config, lambda prepared: plan(prepared, config, options, log), out=out, progress=progress,
                   log=log, on_epoch_end=on_epoch_end)
 
 
@@ -83,7 +83,7 @@ def plan(prepared: Prepared, config: TrainConfig, options: FinetuneOptions, log:
         from cnnbench.engine import initialise
 
         initialise(model, config.init)
-        normalization = _dataset_normalization(prepared)
+        normalization = dataset_normalization(prepared)
         weights["init"] = config.init
     else:
         normalization = _imagenet_normalization(entry.name)
@@ -139,7 +139,7 @@ def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[s
     weights = {"source": f"run:{parent.path}", "loaded": len(loaded), "reinitialised": reinitialised}
     normalization = parent_config["normalization"]
     if len(normalization["mean"]) != prepared.input_spec.channels:  # other channels: the parent's stats do not apply
-        normalization = _dataset_normalization(prepared)
+        normalization = dataset_normalization(prepared)
     return ModelPlan(model=model, spec=spec, normalization=normalization, kind="finetune",
                      extra={"parent": str(parent.path),
                             "finetune": {"backbone": parent_spec.name, "weights": weights, **freezing,

@@ -67,9 +67,9 @@ def train_run(data: PrepareOptions, config: TrainConfig, *, out: Path = Path("re
 
         model, spec = build_model(config.model, prepared.input_spec, dropout=config.dropout)
         initialise(model, config.init)
-        return ModelPlan(model=model, spec=spec, normalization=_dataset_normalization(prepared))
+        return ModelPlan(model=model, spec=spec, normalization=dataset_normalization(prepared))
 
-    return _train(data, config, scratch, out=out, progress=progress, log=log, on_epoch_end=on_epoch_end)
+    return train_with_plan(data, config, scratch, out=out, progress=progress, log=log, on_epoch_end=on_epoch_end)
 
 
 @dataclass
@@ -84,7 +84,7 @@ class ModelPlan:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _dataset_normalization(prepared: Prepared) -> dict[str, Any]:
+def dataset_normalization(prepared: Prepared) -> dict[str, Any]:
     return {"mean": prepared.mean, "std": prepared.std, "source": "train split statistics"}
 
 
@@ -113,11 +113,11 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
         spec = ModelSpec.from_dict(saved["model"])
         return ModelPlan(model=build(spec), spec=spec, normalization=saved["normalization"], kind=saved["kind"])
 
-    return _train(PrepareOptions.from_dict(saved["data"]), config, rebuild, run=run, state=state, progress=progress,
+    return train_with_plan(PrepareOptions.from_dict(saved["data"]), config, rebuild, run=run, state=state, progress=progress,
                   log=log, on_epoch_end=on_epoch_end)  # fmt: skip
 
 
-def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prepared], ModelPlan], *,
+def train_with_plan(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prepared], ModelPlan], *,
            out: Path | None = None, run: RunDir | None = None, state: dict[str, Any] | None = None,
            progress: Any = None, log: Log | None = None,
            on_epoch_end: Callable[[Any], None] | None = None) -> RunResult:  # fmt: skip
@@ -141,7 +141,7 @@ def _train(data: PrepareOptions, config: TrainConfig, plan_model: Callable[[Prep
     model, model_spec = plan.model, plan.spec
     counts = budget(model, prepared.input_spec)
     check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
-    precision, channels_last, probe = _choose_format(model, model_spec, prepared, config, device, log)
+    precision, channels_last, probe = choose_format(model, model_spec, prepared, config, device, log)
     if rank is not None:  # one format for all ranks: rank 0's measurement
         import torch.distributed as dist
 
@@ -262,7 +262,7 @@ def _train_follower(prepared, config, model, plan, device, precision, channels_l
     return RunResult(run=None, status="completed", summary={})
 
 
-def _choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log):
+def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log):
     """Precision and memory format: as given, else CUDA's best practice, else measured on this CPU (autotune)."""
     from cnnbench.engine import resolve_precision
     from cnnbench.models.transfer import backbone_frozen
