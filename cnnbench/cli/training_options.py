@@ -1,17 +1,33 @@
-"""The training options shared by `train` and `finetune`, declared once.
+"""The data and training options shared by `train` and `finetune`, declared once.
 
-Each parameter is named after its TrainConfig field, so a command collects them from `ctx.params` by name. Every
-option defaults to None ("not passed") so a --config file can fill it; the help shows the real default.
+`_shared` below is a template: `@with_training_options` appends its parameters to a command's signature (Typer reads
+`__signature__`), and the command reads them from `ctx.params`. Training parameters are named after their TrainConfig
+field, so they are collected by name; each defaults to None ("not passed") so a --config file can fill it, and the help
+shows the real default.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from cnnbench.cli.common import (
+    ClassesOption,
+    DataSeedOption,
+    DownloadFlag,
+    GrayscaleFlag,
+    RootOption,
+    SizeOption,
+    SourceOption,  # fmt: skip
+    SplitOption,
+    StorageOption,
+    ValFractionOption,
+)
 from cnnbench.config import TrainConfig
 
 
@@ -73,12 +89,12 @@ def passed_training_options(params: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in params.items() if name in TRAIN_FIELDS}
 
 
-def data_from_params(params: dict[str, Any], *, dataset: str, seed: int):
+def data_from_params(params: dict[str, Any], *, seed: int):
     """The data options of a training command (--data-seed defaults to the training seed)."""
     from cnnbench.cli.common import data_options
 
     data_seed = params["data_seed"]
-    return data_options(dataset=dataset, root=params["root"], split=params["split"],
+    return data_options(dataset=params["dataset"] or "digits", root=params["root"], split=params["split"],
                         val_fraction=params["val_fraction"], seed=seed if data_seed is None else data_seed,
                         classes=params["classes"], grayscale=params["grayscale"], size=params["size"],
                         source=params["source"], download=params["download"], storage=params["storage"])  # fmt: skip
@@ -115,3 +131,68 @@ def show_result(result, *, json_output: bool) -> None:
         stderr().print(f"interrupted after epoch {summary['epochs_completed']}; resume with: "
                        f"cnnbench train --resume {result.run.path}", markup=False)  # fmt: skip
         raise typer.Exit(130)
+
+
+Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="A name from `cnnbench datasets`, or "
+                                             "folder:PATH. [default: digits]", show_default=False)]
+
+
+def _shared(
+    dataset: Dataset = None,
+    root: RootOption = Path("data"),
+    split: SplitOption = None,
+    val_fraction: ValFractionOption = 0.1,
+    data_seed: DataSeedOption = None,
+    classes: ClassesOption = None,
+    grayscale: GrayscaleFlag = False,
+    size: SizeOption = None,
+    source: SourceOption = None,
+    download: DownloadFlag = False,
+    storage: StorageOption = "auto",
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    optimizer: Optimizer = None,
+    momentum: Momentum = None,
+    nesterov: Nesterov = None,
+    beta1: Beta1 = None,
+    beta2: Beta2 = None,
+    weight_decay: WeightDecay = None,
+    l1: L1 = None,
+    l2: L2 = None,
+    reg_layers: RegLayers = None,
+    schedule: Schedule = None,
+    warmup_epochs: WarmupEpochs = None,
+    step_size: StepSize = None,
+    gamma: Gamma = None,
+    plateau_patience: PlateauPatience = None,
+    label_smoothing: LabelSmoothing = None,
+    clip_grad: ClipGrad = None,
+    patience: Patience = None,
+    monitor: Monitor = None,
+    min_delta: MinDelta = None,
+    augment: Augment = None,
+    dropout: Dropout = None,
+    init: Init = None,
+    seed: Seed = None,
+    deterministic: Deterministic = None,
+    device: Device = None,
+    precision: Precision = None,
+    channels_last: ChannelsLast = None,
+    compile: Compile = None,  # noqa: A002 - named after the TrainConfig field
+    max_params: MaxParams = None,
+    workers: Workers = None,
+    config: ConfigFile = None,
+    out: Out = Path("results/runs"),
+) -> None:
+    """Template only: its parameters are the shared options."""
+
+
+def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give `command` the shared options, placed before its trailing --quiet/--json; it takes them as **options."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    shared = list(inspect.signature(_shared, eval_str=True).parameters.values())
+    tail = [p for p in own if p.name in ("quiet", "json_output")]
+    head = [p for p in own if p not in tail]
+    command.__signature__ = inspect.Signature([*head, *shared, *tail])  # type: ignore[attr-defined]
+    return command
