@@ -22,9 +22,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from cnnbench.engine import dense_layers_in_fp32
 from cnnbench.storage import write_json_atomic
 
 PROBE_SECONDS = 0.25  # per candidate, after one warm-up step
+PROBE_VERSION = 2  # part of the cache key: raise it when the engine's speed changes, so old choices are measured again
 
 
 def cache_path() -> Path:
@@ -47,7 +49,7 @@ def choose_cpu_format(model: nn.Module, input_shape: tuple[int, int, int], batch
     options = candidates(precision, channels_last)
     if len(options) == 1:
         return options[0][0], options[0][1], {}
-    full_key = {**key, "input": list(input_shape), "batch_size": batch_size, "threads": torch.get_num_threads(),
+    full_key = {**key, "probe": PROBE_VERSION, "input": list(input_shape), "batch_size": batch_size, "threads": torch.get_num_threads(),
                 "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                 "candidates": [f"{p}/{'cl' if c else 'nchw'}" for p, c in options]}  # fmt: skip
     digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:16]
@@ -84,6 +86,8 @@ def _images_per_s(model: nn.Module, shape: tuple[int, int, int], batch_size: int
     probe = copy.deepcopy(model).train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     probe.to(memory_format=memory_format)
+    if precision == "bf16":
+        dense_layers_in_fp32(probe)  # as the Trainer runs bf16 on a CPU
     x = torch.randn(batch_size, *shape).contiguous(memory_format=memory_format)
     optimizer = torch.optim.SGD([p for p in probe.parameters() if p.requires_grad] or [torch.zeros(1)], lr=1e-6)
 

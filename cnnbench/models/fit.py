@@ -14,6 +14,7 @@ import math
 from torch import nn
 
 from cnnbench.errors import UsageError
+from cnnbench.models.layers import Dropout
 from cnnbench.models.zoo import Classifier, InputSpec, pool_relu
 
 MAX_WIDTH = 4096
@@ -34,7 +35,7 @@ def fit_net(spec: InputSpec, *, width: int, dropout: float = FIT_DROPOUT) -> nn.
             layers += pool_relu() if index == 1 else [nn.ReLU(inplace=True)]  # pool before ReLU: see pool_relu
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1)]
-    head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin, spec.num_classes))
+    head = nn.Sequential(Dropout(dropout), nn.Linear(cin, spec.num_classes))
     return Classifier(nn.Sequential(*layers), head)
 
 

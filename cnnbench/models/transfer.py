@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cnnbench.errors import UsageError
+from cnnbench.models.layers import Dropout
 from cnnbench.models.zoo import FrozenBatchNormMixin, InputSpec, num_outputs
 from cnnbench.registry import Registry
 
@@ -159,7 +160,7 @@ def build_head(spec: HeadSpec, channels: int, feature_hw: tuple[int, int], outpu
         layers, flat = [], channels * h * w
     layers.append(nn.Flatten())
     for width in spec.widths:
-        layers += [nn.Linear(flat, width), ACTIVATIONS[spec.activation](), nn.Dropout(spec.dropout)]
+        layers += [nn.Linear(flat, width), ACTIVATIONS[spec.activation](), Dropout(spec.dropout)]
         flat = width
     layers.append(nn.Linear(flat, outputs))
     return nn.Sequential(*layers)

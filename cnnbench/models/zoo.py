@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cnnbench.errors import UsageError
+from cnnbench.models.layers import Dropout
 from cnnbench.registry import Registry
 
 
@@ -154,7 +155,7 @@ def mnist_7498(spec: InputSpec, *, dropout: float | None = 0.3) -> nn.Module:
         cin = cout
     features = nn.Sequential(*layers)
     flat = feature_size("mnist-7498", features, spec)
-    head = nn.Sequential(nn.Dropout(_or(dropout, 0.3)), nn.Linear(flat, 32), nn.Linear(32, spec.num_classes))
+    head = nn.Sequential(Dropout(_or(dropout, 0.3)), nn.Linear(flat, 32), nn.Linear(32, spec.num_classes))
     return Classifier(features, head)
 
 
@@ -180,7 +181,7 @@ def cifar_basic(spec: InputSpec, *, dropout: float | None = 0.5) -> nn.Module:
         # The report's order, kept as is: Conv -> ReLU -> BN -> LeakyReLU -> MaxPool -> Dropout.
         return [
             _conv(cin, cout, k), nn.ReLU(), nn.BatchNorm2d(cout), nn.LeakyReLU(0.3),
-            nn.MaxPool2d(2), nn.Dropout(drop),
+            nn.MaxPool2d(2), Dropout(drop),
         ]  # fmt: skip
 
     features = nn.Sequential(
@@ -189,7 +190,7 @@ def cifar_basic(spec: InputSpec, *, dropout: float | None = 0.5) -> nn.Module:
     )  # fmt: skip
     flat = feature_size("cifar-basic", features, spec)
     head = nn.Sequential(
-        nn.Linear(flat, 1024), nn.LeakyReLU(0.3), nn.Dropout(0.5 if dropout is None else dropout),
+        nn.Linear(flat, 1024), nn.LeakyReLU(0.3), Dropout(0.5 if dropout is None else dropout),
         nn.Linear(1024, spec.num_classes),
     )  # fmt: skip
     return Classifier(features, head)
@@ -209,11 +210,11 @@ def _catsdogs(
             last = index == convs_per_block - 1
             layers += [_conv(cin, cout, 3, padding="same"), *(pool_relu() if last else [nn.ReLU()])]
             cin = cout
-        layers.append(nn.Dropout(0.2))
+        layers.append(Dropout(0.2))
     features = nn.Sequential(*layers)
     flat = feature_size(name, features, spec)
     outputs = num_outputs(spec, binary_logit=True)
-    head = nn.Sequential(nn.Linear(flat, 256), nn.ReLU(), nn.Dropout(dropout), nn.Linear(256, outputs))
+    head = nn.Sequential(nn.Linear(flat, 256), nn.ReLU(), Dropout(dropout), nn.Linear(256, outputs))
     return Classifier(features, head)
 
 

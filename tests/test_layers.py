@@ -1,0 +1,68 @@
+"""The CPU-fast Dropout and the fp32 dense layers under bf16 autocast: same maths as PyTorch's, faster kernels."""
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnbench.engine import dense_layers_in_fp32
+from cnnbench.models.layers import Dropout
+
+
+def test_dropout_drops_the_requested_fraction_and_keeps_the_expected_value():
+    torch.manual_seed(0)
+    x = torch.ones(400_000)
+    out = Dropout(0.3).train()(x)
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.003  # 400k samples: 6 standard deviations is 0.0043
+    assert torch.allclose(out[kept], torch.full_like(out[kept], 1 / 0.7), rtol=1e-4)
+    assert abs(out.mean().item() - 1.0) < 0.01
+
+
+def test_dropout_gradient_is_the_same_mask_and_scale():
+    torch.manual_seed(1)
+    x = torch.randn(8, 5, 6, 7, requires_grad=True)
+    out = Dropout(0.5).train()(x)
+    (grad,) = torch.autograd.grad(out.sum(), x)
+    expected = (out != 0).float() * 2.0
+    assert torch.allclose(grad, expected)
+
+
+def test_dropout_follows_channels_last_memory_and_bf16():
+    torch.manual_seed(2)
+    x = torch.randn(4, 16, 5, 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    out = Dropout(0.25).train()(x)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    kept = out != 0
+    assert torch.allclose(out[kept].float(), x[kept].float() / 0.75, rtol=1e-2)  # bf16 rounding
+
+
+def test_dropout_is_seeded_by_torch_rng_and_is_identity_in_eval():
+    layer = Dropout(0.4)
+    x = torch.randn(1000)
+    torch.manual_seed(3)
+    a = layer.train()(x)
+    torch.manual_seed(3)
+    b = layer(x)
+    assert torch.equal(a, b)
+    assert torch.equal(layer.eval()(x), x)
+    assert isinstance(layer, nn.Dropout) and layer.state_dict() == {}
+
+
+def test_dense_layers_run_fp32_under_cpu_bf16_autocast():
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    reference = copy.deepcopy(model)
+    keys = list(model.state_dict())
+    dense_layers_in_fp32(model)
+    assert list(model.state_dict()) == keys
+    x = torch.randn(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        features = model[1](model[0](x))
+        out = model(x)
+    assert features.dtype == torch.bfloat16 and out.dtype == torch.float32
+    # the dense layer's result is an fp32 product of the (bf16) features, not a bf16 one
+    assert torch.equal(out, F.linear(features.float(), model[2].weight, model[2].bias))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert reference(x).dtype == torch.bfloat16
