@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-keras clean
 
 install: $(STAMP)
 
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
+
+# cnnbench and Keras in alternation; KERAS_PYTHON is a Python with tensorflow-cpu (not a cnnbench dependency)
+KERAS_PYTHON ?= keras-env/bin/python
+bench-keras: $(STAMP)
+	$(BIN)/python benchmarks/against_keras.py --keras-python $(KERAS_PYTHON)
 
 clean:
 	rm -rf $(VENV) results/studies results/runs results/report.csv results/report.md
