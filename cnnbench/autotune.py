@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnbench.engine import dense_layers_in_fp32
+from cnnbench.engine import dense_layers_in_fp32, keep_freed_memory_for_reuse
 from cnnbench.storage import write_json_atomic
 
 PROBE_SECONDS = 0.25  # per candidate, after one warm-up step
@@ -83,6 +83,7 @@ def _read_cache() -> dict[str, Any]:
 
 def _images_per_s(model: nn.Module, shape: tuple[int, int, int], batch_size: int, precision: str,
                   channels_last: bool) -> float:  # fmt: skip
+    keep_freed_memory_for_reuse()  # as the Trainer will run, or fp32's larger tensors pay more in page faults
     probe = copy.deepcopy(model).train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     probe.to(memory_format=memory_format)

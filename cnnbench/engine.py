@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,35 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def keep_freed_memory_for_reuse() -> bool:
+    """Make glibc's malloc keep freed memory in the process instead of returning it to the system; once per process.
+
+    PyTorch's CPU tensors come from malloc, and glibc serves each large one (>= 128 KiB, then up to 32 MiB as its
+    threshold adapts) with a fresh mmap that it unmaps on free: every training step then pays the kernel to fault in
+    and zero its activations again. For S4's 200x200 models that was most of the system time: catsdogs-base trained
+    at 60 img/s with 5.2 s of system time per 8 steps, and at 100 img/s with 0.1 s after this call (2-core CPU,
+    benchmarks/train_speed.py). The cost: memory freed during training is kept for reuse, not handed back.
+    CNNBENCH_MALLOC=system leaves malloc as it is. Returns whether it applied (glibc only).
+    """
+    global _MALLOC_CONFIGURED
+    if _MALLOC_CONFIGURED is None:
+        _MALLOC_CONFIGURED = False
+        if os.environ.get("CNNBENCH_MALLOC", "").lower() == "system":
+            return False
+        try:
+            import ctypes
+
+            mallopt = ctypes.CDLL("libc.so.6").mallopt
+            m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+            _MALLOC_CONFIGURED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+        except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+            pass
+    return _MALLOC_CONFIGURED
+
+
+_MALLOC_CONFIGURED: bool | None = None
 
 
 def dense_layers_in_fp32(model: nn.Module) -> nn.Module:
@@ -390,8 +420,10 @@ class Trainer:
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.precision == "bf16" and self.device.type == "cpu":
-            dense_layers_in_fp32(self.model)
+        if self.device.type == "cpu":
+            keep_freed_memory_for_reuse()
+            if self.precision == "bf16":
+                dense_layers_in_fp32(self.model)
         mean, std = self.normalization or (self.prepared.mean, self.prepared.std)
         augment = parse_augment(c.augment)
         self.rank, self.world = distributed_rank_world()
@@ -625,6 +657,8 @@ def predict(model: nn.Module, batches, preprocess: Preprocess, precision: str = 
     """Class probabilities and labels for a whole split, and the seconds the forward passes took."""
     model.eval()
     device = device or next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
     dtype = AUTOCAST_DTYPES.get(precision)
     probs, labels, seconds = [], [], 0.0
     for images, y in batches.iterate(None):
