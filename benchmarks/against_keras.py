@@ -69,7 +69,8 @@ def main() -> None:
                          "keras_images_per_s": keras_rate, "cnnbench_images_per_s": ours,
                          "ratio": round(ours / keras_rate, 3), "keras": measured["keras"]["framework"],
                          "cnnbench_format": f"{measured['cnnbench']['precision']}, "
-                                            f"{'channels_last' if measured['cnnbench']['channels_last'] else 'contiguous'}",
+                                            f"{'channels_last' if measured['cnnbench']['channels_last'] else 'contiguous'}, "
+                                            f"{measured['cnnbench']['threads']} threads",
                          "data": "synthetic"})  # fmt: skip
             print(f"{name:<14} pair {pair + 1}: keras {keras_rate:>9,.1f}  cnnbench {ours:>9,.1f} img/s  "
                   f"ratio {ours / keras_rate:.2f}", flush=True)

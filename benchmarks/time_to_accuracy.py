@@ -26,7 +26,7 @@ from cnnbench.data.prepare import PrepareOptions, load_or_prepare
 from cnnbench.engine import Preprocess, Trainer, make_batches, predict, select_device
 from cnnbench.models import build_model
 from cnnbench.storage import write_text_atomic
-from cnnbench.training import choose_format, seed_everything
+from cnnbench.training import apply_threads, choose_format, seed_everything
 
 
 def test_accuracy(model, prepared, device, precision="fp32", channels_last=False) -> float:
@@ -41,7 +41,9 @@ def cnnbench_run(prepared, args, seed: int, device) -> tuple[float, int]:
     model, spec = build_model(args.model, prepared.input_spec)
     config = TrainConfig(model=args.model, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                          device=device.type)  # fmt: skip
-    precision, channels_last, _ = choose_format(model, spec, prepared, config, device, lambda m: None)
+    fmt = choose_format(model, spec, prepared, config, device, lambda m: None)
+    apply_threads(fmt)
+    precision, channels_last = fmt.precision, fmt.channels_last
     trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
                       channels_last=channels_last)  # fmt: skip
     seconds = 0.0

@@ -98,7 +98,7 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     from cnnbench.data.prepare import Prepared, SplitData
     from cnnbench.engine import Preprocess, Trainer, make_batches, predict
     from cnnbench.models import ModelSpec
-    from cnnbench.training import choose_format
+    from cnnbench.training import apply_threads, choose_format
 
     model, spec = build(case)
     n = case.batch_size * window_batches
@@ -110,7 +110,9 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
                         splits={"train": SplitData(labels=labels, images=images), "val": empty, "test": empty})
     config = TrainConfig(batch_size=case.batch_size, epochs=100, device=device.type, cache_features=False)
     model_spec = ModelSpec(name=case.model, input=spec, options={})  # the format probe's cache key
-    precision, channels_last, _ = choose_format(model, model_spec, prepared, config, device, lambda m: None)
+    fmt = choose_format(model, model_spec, prepared, config, device, lambda m: None)
+    apply_threads(fmt)
+    precision, channels_last = fmt.precision, fmt.channels_last
     trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
                       channels_last=channels_last)  # fmt: skip
     train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case)
@@ -192,7 +194,8 @@ def run_one(case_name: str, loop: str, device_name: str, window_batches: int) ->
             "infer_images_per_s": round(result["infer"], 1),
             "seconds_per_seed_epoch": round(case.seed_train_images / result["train"], 1),
             "peak_memory_mb": round(peak_mb, 1), "precision": result["precision"],
-            "channels_last": result["channels_last"], "device": device.type, "data": "synthetic"}  # fmt: skip
+            "channels_last": result["channels_last"], "threads": torch.get_num_threads(), "device": device.type,
+            "data": "synthetic"}  # fmt: skip
 
 
 def measure_in_process(name: str, loop: str, device: str) -> dict:
@@ -269,7 +272,7 @@ def write(rows: list[dict], out: Path) -> None:
             f"{ours['train_images_per_s']:,.0f} | {ours['train_images_per_s'] / base['train_images_per_s']:.2f}x | "
             f"{ours['infer_images_per_s']:,.0f} | {ours['infer_images_per_s'] / base['infer_images_per_s']:.2f}x | "
             f"{ours['seconds_per_seed_epoch']:,.1f} | {base['peak_memory_mb']:,.0f} / {ours['peak_memory_mb']:,.0f} | "
-            f"{ours['precision']}, {'channels_last' if ours['channels_last'] else 'contiguous'} |"
+            f"{ours['precision']}, {'channels_last' if ours['channels_last'] else 'contiguous'}, {ours['threads']} threads |"
         )  # fmt: skip
     write_text_atomic(out / "bench.md", "\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))

@@ -1,11 +1,12 @@
-"""Pick the fastest precision and memory format for a model on this CPU, by measuring, once.
+"""Pick the fastest precision, memory format and thread count for a model on this CPU, by measuring, once.
 
 Which of fp32/bf16 and contiguous/channels_last trains fastest differs by model on the same CPU (channels_last helps
 small MNIST nets and can slow a CIFAR net in fp32), so a fixed choice leaves speed on the table. The probe times a few
 training steps of a copy of the model on a synthetic batch of the real shape for each candidate, and remembers the
-winner in `~/.cache/cnnbench/autotune.json` (`$CNNBENCH_CACHE` moves it) (keyed by model, input, batch size, CPU, threads and torch version), so
-each combination is probed once per machine. The global RNG is restored afterwards, so probing does not change a
-seeded run. `--precision` and `--channels-last/--no-channels-last` skip the probe.
+winner in `~/.cache/cnnbench/autotune.json` (`$CNNBENCH_CACHE` moves it; keyed by model, input, batch size, CPU,
+thread counts and torch version), so each combination is probed once per machine. The global RNG is restored
+afterwards, so probing does not change a seeded run. `--precision`, `--channels-last/--no-channels-last` and
+`--threads` fix their part of the choice.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from cnnbench.engine import dense_layers_in_fp32, keep_freed_memory_for_reuse
 from cnnbench.storage import write_json_atomic
 
 PROBE_SECONDS = 0.25  # per candidate, after one warm-up step
-PROBE_VERSION = 2  # part of the cache key: raise it when the engine's speed changes, so old choices are measured again
+PROBE_VERSION = 3  # part of the cache key: raise it when the engine's speed changes, so old choices are measured again
 
 
 def cache_path() -> Path:
@@ -37,41 +38,72 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+MACHINE_THREADS = torch.get_num_threads()  # PyTorch's default here, read before any run changes it
+
+
 def candidates(precision: str, channels_last: bool | None) -> list[tuple[str, bool]]:
     precisions = [precision] if precision != "auto" else (["fp32", "bf16"] if bf16_supported() else ["fp32"])
     formats = [channels_last] if channels_last is not None else [False, True]
     return [(p, c) for p in precisions for c in formats]
 
 
+def thread_counts(threads: int | None) -> list[int]:
+    """All cores, then half as many, ... down to one: small models can lose more to splitting work than they gain."""
+    if threads is not None:
+        return [threads]
+    counts, n = [], MACHINE_THREADS
+    while n >= 1:
+        counts.append(n)
+        n //= 2
+    return counts
+
+
 def choose_cpu_format(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int, *, key: dict[str, Any],
-                      precision: str = "auto", channels_last: bool | None = None) -> tuple[str, bool, dict]:  # fmt: skip
-    """(precision, channels_last, timings in images/s) for training `model` on the CPU."""
-    options = candidates(precision, channels_last)
-    if len(options) == 1:
-        return options[0][0], options[0][1], {}
-    full_key = {**key, "probe": PROBE_VERSION, "input": list(input_shape), "batch_size": batch_size, "threads": torch.get_num_threads(),
-                "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-                "candidates": [f"{p}/{'cl' if c else 'nchw'}" for p, c in options]}  # fmt: skip
+                      precision: str = "auto", channels_last: bool | None = None,
+                      threads: int | None = None) -> tuple[str, bool, int, dict]:  # fmt: skip
+    """(precision, channels_last, threads, timings in images/s) for training `model` on the CPU.
+
+    Formats are compared with all threads; then the winner runs with half as many threads, and so on while that is
+    faster. The thread count is restored afterwards: the caller applies the choice."""
+    options, counts = candidates(precision, channels_last), thread_counts(threads)
+    if len(options) == 1 and len(counts) == 1:
+        return options[0][0], options[0][1], counts[0], {}
+    full_key = {**key, "probe": PROBE_VERSION, "input": list(input_shape), "batch_size": batch_size,
+                "threads": counts, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                "candidates": [label(p, c) for p, c in options]}  # fmt: skip
     digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:16]
     cache = _read_cache()
     if digest in cache:
         hit = cache[digest]
-        return hit["precision"], hit["channels_last"], hit["images_per_s"]
-    rng = torch.get_rng_state()
+        return hit["precision"], hit["channels_last"], hit["threads"], hit["images_per_s"]
+    rng, before = torch.get_rng_state(), torch.get_num_threads()
     try:
-        timings = {f"{p}/{'cl' if c else 'nchw'}": _images_per_s(model, input_shape, batch_size, p, c)
-                   for p, c in options}  # fmt: skip
+        torch.set_num_threads(counts[0])
+        timings = {label(p, c): _images_per_s(model, input_shape, batch_size, p, c) for p, c in options}
+        best = max(timings, key=timings.get)
+        chosen_precision, chosen_layout = options[list(timings).index(best)]
+        chosen_threads = counts[0]
+        for n in counts[1:]:
+            torch.set_num_threads(n)
+            name = f"{best} {n} threads"
+            timings[name] = _images_per_s(model, input_shape, batch_size, chosen_precision, chosen_layout)
+            if timings[name] <= timings[best]:
+                break
+            best, chosen_threads = name, n
     finally:
         torch.set_rng_state(rng)
-    best = max(timings, key=timings.get)
-    chosen_precision, layout = best.split("/")
-    cache[digest] = {"precision": chosen_precision, "channels_last": layout == "cl", "images_per_s": timings,
-                     "key": full_key}  # fmt: skip
+        torch.set_num_threads(before)
+    cache[digest] = {"precision": chosen_precision, "channels_last": chosen_layout, "threads": chosen_threads,
+                     "images_per_s": timings, "key": full_key}  # fmt: skip
     try:
         write_json_atomic(cache_path(), cache)
     except OSError:
         pass  # a read-only home only costs a probe next time
-    return chosen_precision, layout == "cl", timings
+    return chosen_precision, chosen_layout, chosen_threads, timings
+
+
+def label(precision: str, channels_last: bool) -> str:
+    return f"{precision}/{'cl' if channels_last else 'nchw'}"
 
 
 def _read_cache() -> dict[str, Any]:

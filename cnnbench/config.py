@@ -54,7 +54,8 @@ class TrainConfig:
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"
-    channels_last: bool | None = None  # None: on for CUDA, off on CPU
+    channels_last: bool | None = None  # None: on for CUDA; measured on a CPU (autotune)
+    threads: int | None = None  # CPU threads for this process; None: measured (autotune)
     compile: bool = False
     max_params: int | None = None
     backbone_lr_mult: float = 1.0  # fine-tuning: the backbone's lr is lr x this (discriminative learning rates)
@@ -151,6 +152,8 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         raise UsageError(f"bad --gamma {config.gamma}: expected a decay factor in (0, 1]")
     if config.seed < 0:
         raise UsageError(f"bad --seed {config.seed}: expected a whole number >= 0")
+    if config.threads is not None and config.threads < 1:
+        raise UsageError(f"bad --threads {config.threads}: expected 1 or more")
     if config.workers is not None and config.workers < 0:
         raise UsageError(f"bad --workers {config.workers}: expected 0 or more")
     from cnnbench.data.augment import parse_augment

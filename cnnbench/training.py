@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cnnbench import __version__
 from cnnbench.config import TrainConfig
@@ -99,7 +99,8 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
     config = TrainConfig.from_dict(saved["train"])
     config = replace(config, epochs=epochs or config.epochs, device=device or config.device)
     if device is None:  # the same device trains on exactly as before: no new format probe
-        config = replace(config, precision=saved["device"]["precision"], channels_last=saved["device"]["channels_last"])
+        config = replace(config, precision=saved["device"]["precision"], channels_last=saved["device"]["channels_last"],
+                         threads=saved["device"].get("threads"))
     if not run.checkpoint_path("last").is_file():
         raise UsageError(f"{run.name} has no checkpoints/last.pt to resume from (it stopped before its first epoch)")
     state = run.load_checkpoint("last")
@@ -141,13 +142,15 @@ def train_with_plan(data: PrepareOptions, config: TrainConfig, plan_model: Calla
     model, model_spec = plan.model, plan.spec
     counts = budget(model, prepared.input_spec)
     check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
-    precision, channels_last, probe = choose_format(model, model_spec, prepared, config, device, log)
+    fmt = choose_format(model, model_spec, prepared, config, device, log)
     if rank is not None:  # one format for all ranks: rank 0's measurement
         import torch.distributed as dist
 
-        choice = [precision, channels_last, probe]
+        choice = [fmt]
         dist.broadcast_object_list(choice, src=0)
-        precision, channels_last, probe = choice
+        fmt = choice[0]
+    apply_threads(fmt)
+    precision, channels_last, probe = fmt.precision, fmt.channels_last, fmt.probe
     if not main:
         return _train_follower(prepared, config, model, plan, device, precision, channels_last, state)
 
@@ -174,7 +177,7 @@ def train_with_plan(data: PrepareOptions, config: TrainConfig, plan_model: Calla
             **plan.extra,
             "params": counts,
             "device": {**device_info(device), "precision": precision, "channels_last": channels_last,
-                       "format_probe_images_per_s": probe},
+                       "format_probe_images_per_s": probe},  # device_info's threads: the count applied
             "versions": package_versions(),
             "git": git_revision(),
         })  # fmt: skip
@@ -262,28 +265,44 @@ def _train_follower(prepared, config, model, plan, device, precision, channels_l
     return RunResult(run=None, status="completed", summary={})
 
 
-def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log):
-    """Precision and memory format: as given, else CUDA's best practice, else measured on this CPU (autotune)."""
+class Format(NamedTuple):
+    """How the engine runs a model on a device: what choose_format picked and train_with_plan applies."""
+
+    precision: str
+    channels_last: bool
+    threads: int | None  # CPU threads; None leaves PyTorch's default (GPUs)
+    probe: dict  # the CPU probe's images/s per candidate, {} when nothing was measured
+
+
+def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log) -> Format:
+    """Precision, memory format and CPU threads: as given, else CUDA's best practice, else measured on this CPU."""
     from cnnbench.engine import resolve_precision
     from cnnbench.models.transfer import backbone_frozen
 
     resolve_precision(config.precision, device)  # refuses what the device cannot do (fp16 on a CPU)
 
-    unset = config.precision == "auto" or config.channels_last is None
+    unset = config.precision == "auto" or config.channels_last is None or config.threads is None
     if device.type == "cpu" and unset and not backbone_frozen(model):
         from cnnbench.autotune import choose_cpu_format
 
         spec = prepared.input_spec
-        precision, channels_last, probe = choose_cpu_format(
+        precision, channels_last, threads, probe = choose_cpu_format(
             model, (spec.channels, spec.height, spec.width), config.batch_size, key={"model": model_spec.to_dict()},
-            precision=config.precision, channels_last=config.channels_last)  # fmt: skip
+            precision=config.precision, channels_last=config.channels_last, threads=config.threads)  # fmt: skip
         if probe:
-            log(f"fastest on this CPU: {precision}, {'channels_last' if channels_last else 'contiguous'} "
-                f"(probed {', '.join(f'{k} {v:,.0f} img/s' for k, v in probe.items())}; cached)")  # fmt: skip
-        return precision, channels_last, probe
+            log(f"fastest on this CPU: {precision}, {'channels_last' if channels_last else 'contiguous'}, {threads} "
+                f"threads (probed {', '.join(f'{k} {v:,.0f} img/s' for k, v in probe.items())}; cached)")  # fmt: skip
+        return Format(precision, channels_last, threads, probe)
     precision = resolve_precision(config.precision, device)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    return precision, channels_last, {}
+    return Format(precision, channels_last, config.threads if device.type == "cpu" else None, {})
+
+
+def apply_threads(fmt: Format) -> None:
+    if fmt.threads is not None:
+        import torch
+
+        torch.set_num_threads(fmt.threads)
 
 
 def _summary(run: RunDir, trainer, status: str, counts: dict[str, int], seconds: float, **extra: Any):

@@ -2,10 +2,12 @@
 allocator setting that keeps freed activations for reuse."""
 
 import copy
+import json
 import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +101,46 @@ def test_freed_activations_are_reused_without_page_faults():
     # 64 MiB is 16,384 pages of 4 KiB: glibc's default maps them afresh every step; kept memory is reused without faults
     assert results["system"][1] > 8 * 10_000
     assert results[""][1] < 10_000
+
+
+def test_probe_picks_format_then_fewer_threads_while_faster_and_caches_it(monkeypatch):
+    from cnnbench import autotune
+
+    rates = {("fp32", False): 100, ("fp32", True): 120, ("bf16", False): 90, ("bf16", True): 150}
+    by_threads = {4: 1.0, 2: 1.3, 1: 1.1}  # this model is fastest on 2 of 4 threads
+    calls = []
+
+    def fake(model, shape, batch_size, precision, channels_last):
+        calls.append((precision, channels_last, torch.get_num_threads()))
+        return rates[(precision, channels_last)] * by_threads[torch.get_num_threads()]
+
+    monkeypatch.setattr(autotune, "_images_per_s", fake)
+    monkeypatch.setattr(autotune, "MACHINE_THREADS", 4)
+    monkeypatch.setattr(autotune, "bf16_supported", lambda: True)
+    before = torch.get_num_threads()
+    model = nn.Linear(3, 2)
+    choice = autotune.choose_cpu_format(model, (3, 1, 1), 8, key={"model": "thread-test"})
+    assert choice[:3] == ("bf16", True, 2)
+    assert [c[2] for c in calls] == [4, 4, 4, 4, 2, 1]  # formats on all threads, then halving until slower
+    assert torch.get_num_threads() == before  # the caller applies the choice
+    calls.clear()
+    assert autotune.choose_cpu_format(model, (3, 1, 1), 8, key={"model": "thread-test"})[:3] == ("bf16", True, 2)
+    assert calls == []  # from the cache
+    assert autotune.choose_cpu_format(model, (3, 1, 1), 8, key={"model": "thread-test"}, precision="fp32",
+                                      channels_last=False, threads=3)[:3] == ("fp32", False, 3)  # all given: no probe
+
+
+def test_threads_option_is_applied_and_recorded(cli, data_root, tmp_path):
+    from tests.helpers import DIGITS28
+
+    bad = cli("train", "--model", "mnist-722", *DIGITS28, "--root", data_root, "--threads", "0", "--out", tmp_path)
+    assert bad.code == 2 and "--threads 0" in bad.err and "Traceback" not in bad.err
+    before = torch.get_num_threads()
+    try:
+        result = cli("train", "--model", "mnist-722", *DIGITS28, "--root", data_root, "--epochs", "1", "--threads",
+                     "1", "--out", tmp_path, "--json", "--quiet")  # fmt: skip
+        assert result.code == 0, result.err
+        config = json.loads((Path(result.json()["run_dir"]) / "config.json").read_text())
+        assert config["device"]["threads"] == 1 and config["train"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
