@@ -460,6 +460,7 @@ class Trainer:
         self.shuffle_generator = torch.Generator().manual_seed(c.seed)
         self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1 + self.rank)
         self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
+        self.rank_rng: list[dict[str, Any]] = []  # under DDP: every rank's random state at the last epoch end
         if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
             raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
 
@@ -476,13 +477,15 @@ class Trainer:
 
     def ensure_features(self) -> None:
         if self.cached_features and not self.features_ready:
-            self.train_batches = self.feature_batches(self.train_batches, self.config.batch_size)
+            # every rank holds all features (its share of each global batch changes every epoch) and trains on its share
+            self.train_batches = self.feature_batches(self.train_batches, self.config.batch_size,
+                                                      shard=(self.rank, self.world))  # fmt: skip
             self.val_batches = self.feature_batches(self.val_batches, self.config.eval_batch_size)
             self.preprocess = lambda features, generator=None: features
             self.features_ready = True
 
     @torch.inference_mode()
-    def feature_batches(self, batches, batch_size: int) -> InMemoryBatches:
+    def feature_batches(self, batches, batch_size: int, shard: tuple[int, int] = (0, 1)) -> InMemoryBatches:
         """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
         body, _ = parts(self.model)
         transfer = body is getattr(self.model, "backbone", None)  # a fine-tune head flattens; a zoo model's forward does
@@ -495,8 +498,9 @@ class Trainer:
             labels.append(y)
         if not features:
             empty = torch.zeros(0, device=self.device)
-            return InMemoryBatches(SplitData(labels=empty.long(), images=empty), batch_size, self.device)
-        return InMemoryBatches(SplitData(labels=torch.cat(labels), images=torch.cat(features)), batch_size, self.device)
+            return InMemoryBatches(SplitData(labels=empty.long(), images=empty), batch_size, self.device, shard)
+        split = SplitData(labels=torch.cat(labels), images=torch.cat(features))
+        return InMemoryBatches(split, batch_size, self.device, shard)
 
     def autocast(self):
         dtype = AUTOCAST_DTYPES.get(self.precision)
@@ -596,6 +600,7 @@ class Trainer:
                                  improved=improved, stop=stop)  # fmt: skip
             if progress is not None:
                 progress.end_epoch(result)
+            self.gather_rank_rng()  # before rank 0's on_epoch_end writes the checkpoint
             if on_epoch_end is not None:
                 on_epoch_end(result)
             if stop:
@@ -603,11 +608,24 @@ class Trainer:
 
     # --- state, for exact resume ---
 
-    def state_dict(self) -> dict[str, Any]:
+    def rng_state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
                "augment": self.augment_generator.get_state()}  # fmt: skip
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return rng
+
+    def gather_rank_rng(self) -> None:
+        """Under DDP, every rank's random state (dropout and augmentation draw per rank), collected on every rank at
+        the end of each epoch so that rank 0's checkpoint can resume each rank on its own stream. A collective call:
+        all ranks make it together (fit does)."""
+        if self.world > 1:
+            states: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(states, self.rng_state())
+            self.rank_rng = states
+
+    def state_dict(self) -> dict[str, Any]:
+        rng = self.rng_state()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -618,6 +636,7 @@ class Trainer:
             "epoch": self.epoch,
             "step": self.step,
             "rng": rng,
+            **({"rank_rng": self.rank_rng} if self.world > 1 and self.rank_rng else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -629,7 +648,8 @@ class Trainer:
         self.early.best, self.early.best_epoch, self.early.bad_epochs = (
             float(early["best"]), int(early["best_epoch"]), int(early["bad_epochs"]))  # fmt: skip
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
-        rng = state["rng"]
+        rank_rng = state.get("rank_rng") or []
+        rng = rank_rng[self.rank] if len(rank_rng) == self.world else state["rng"]  # this rank's own stream
         torch.set_rng_state(rng["torch"])
         self.shuffle_generator.set_state(rng["shuffle"])
         self.augment_generator.set_state(rng["augment"])
