@@ -1,0 +1,75 @@
+"""The training step's accelerator-minded logic, checked where CI can run it: on the CPU.
+
+No GPU is lent to CI, so the properties that matter most on one are tested here on their device-independent part: the
+step never waits for the device (no per-batch read-back), and the fp16 path with its gradient scaler trains."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from cnnbench.config import TrainConfig
+from cnnbench.data.prepare import Prepared, SplitData
+from cnnbench.engine import Trainer
+from cnnbench.models import build_model
+from cnnbench.models.zoo import InputSpec
+
+SPEC = InputSpec(channels=1, height=28, width=28, num_classes=10)
+
+
+def synthetic(n: int) -> Prepared:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    manifest = {"input": vars(SPEC), "storage": "memory", "classes": [str(i) for i in range(10)],
+                "normalization": {"mean": [0.5], "std": [0.25]}, "synthetic": True}  # fmt: skip
+    split = SplitData(labels=labels, images=images)
+    return Prepared(directory=Path("synthetic"), manifest=manifest, splits={"train": split, "val": split, "test": split})
+
+
+def trainer(n: int, **options) -> Trainer:
+    torch.manual_seed(0)
+    model = build_model("mnist-7498", SPEC)[0]
+    config = TrainConfig(batch_size=32, epochs=1, device="cpu", cache_features=False, augment="flip,translate=0.1",
+                         **options)  # fmt: skip
+    return Trainer(model=model, prepared=synthetic(n), config=config, device=torch.device("cpu"),
+                   precision=options.get("precision", "fp32"))  # fmt: skip
+
+
+READ_BACKS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")
+
+
+def read_backs_in_one_epoch(monkeypatch, n: int) -> int:
+    """How many times one training epoch reads a tensor's value back to the host (a sync on a GPU)."""
+    t = trainer(n)
+    calls = [0]
+    for name in READ_BACKS:
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, **kwargs):
+            calls[0] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    try:
+        t.train_epoch(None)
+    finally:
+        monkeypatch.undo()
+    return calls[0]
+
+
+def test_training_steps_never_read_values_back(monkeypatch):
+    # Four batches or twelve: the same number of read-backs (the epoch's totals at its end), none per batch.
+    assert read_backs_in_one_epoch(monkeypatch, 4 * 32) == read_backs_in_one_epoch(monkeypatch, 12 * 32)
+
+
+def test_fp16_with_gradient_scaling_and_clipping_trains():
+    t = trainer(8 * 32, precision="fp16", clip_grad=1.0)
+    assert t.scaler.is_enabled()
+    before = [p.detach().clone() for p in t.model.parameters()]
+    loss, accuracy, _, _ = t.train_epoch(None)
+    assert math.isfinite(loss) and 0.0 <= accuracy <= 1.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
+    assert t.state_dict()["scaler"]["scale"] > 0  # the scaler's state travels with the checkpoint
