@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnbench.engine import dense_layers_in_fp32, keep_freed_memory_for_reuse
+from cnnbench.engine import DEFAULT_THREADS, dense_layers_in_fp32, keep_freed_memory_for_reuse
 from cnnbench.storage import write_json_atomic
 
 PROBE_SECONDS = 0.25  # per candidate, after one warm-up step
@@ -38,7 +38,7 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-MACHINE_THREADS = torch.get_num_threads()  # PyTorch's default here, read before any run changes it
+MACHINE_THREADS = DEFAULT_THREADS  # PyTorch's default in this process, read before any run changed it
 
 
 def candidates(precision: str, channels_last: bool | None) -> list[tuple[str, bool]]:

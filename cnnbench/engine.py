@@ -67,6 +67,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
 
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# PyTorch's default thread count in this process, read at import, before any run applies its own (--threads, autotune)
+DEFAULT_THREADS = torch.get_num_threads()
 
 
 def keep_freed_memory_for_reuse() -> bool:
@@ -107,14 +109,14 @@ def dense_layers_in_fp32(model: nn.Module) -> nn.Module:
     measured for the small models). The layer's own forward is replaced on the instance: same module, same state dict.
     """
     for module in model.modules():
-        if isinstance(module, nn.Linear):
+        if type(module) is nn.Linear:  # a subclass keeps its own forward
             module.forward = functools.partial(_linear_fp32, module)  # type: ignore[method-assign]
     return model
 
 
 def _linear_fp32(module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast("cpu", enabled=False):
-        return F.linear(x.float(), module.weight, module.bias)
+        return F.linear(x.to(module.weight.dtype), module.weight, module.bias)
 
 
 # --- batches ----------------------------------------------------------------------------------------------------------
@@ -173,7 +175,7 @@ class StreamBatches:
         self.dataset = ImageFileDataset(split.paths, split.labels.tolist(), size, channels)
         self.batch_size = batch_size
         self.device = device
-        self.workers = min(4, torch.get_num_threads()) if workers is None else workers
+        self.workers = min(4, DEFAULT_THREADS) if workers is None else workers  # not the run's (maybe fewer) threads
         self.shard = shard
 
     def __len__(self) -> int:
@@ -461,6 +463,8 @@ class Trainer:
         self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1 + self.rank)
         self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
         self.rank_rng: list[dict[str, Any]] = []  # under DDP: every rank's random state at the last epoch end
+        if self.world > 1:  # each rank its own dropout masks (the weights are rank 0's: DDP broadcasts them)
+            torch.manual_seed(c.seed + 10_000 * (self.rank + 1))
         if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
             raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
 

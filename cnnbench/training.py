@@ -299,10 +299,13 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
 
 
 def apply_threads(fmt: Format) -> None:
-    if fmt.threads is not None:
-        import torch
+    """The run's CPU thread count, or PyTorch's default when it has none (so one run's choice does not carry over to
+    the next run in the same process, as in a study)."""
+    import torch
 
-        torch.set_num_threads(fmt.threads)
+    from cnnbench.engine import DEFAULT_THREADS
+
+    torch.set_num_threads(fmt.threads or DEFAULT_THREADS)
 
 
 def _summary(run: RunDir, trainer, status: str, counts: dict[str, int], seconds: float, **extra: Any):

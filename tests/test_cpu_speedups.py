@@ -144,3 +144,22 @@ def test_threads_option_is_applied_and_recorded(cli, data_root, tmp_path):
         assert config["device"]["threads"] == 1 and config["train"]["threads"] == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_dropout_near_zero_or_one_falls_back_to_pytorch():
+    x = torch.ones(1000)
+    assert torch.equal(Dropout(0.999995).train()(x), torch.zeros(1000))  # rounds to "drop all": no division by zero
+    assert (Dropout(1e-6).train()(x) != 0).sum() >= 990  # rounds to "drop none": PyTorch's dropout at p = 1e-6
+
+
+def test_a_run_without_a_thread_choice_gets_the_default_back():
+    from cnnbench.engine import DEFAULT_THREADS
+    from cnnbench.training import Format, apply_threads
+
+    try:
+        apply_threads(Format("fp32", False, 1, {}))
+        assert torch.get_num_threads() == 1
+        apply_threads(Format("bf16", True, None, {}))  # e.g. a GPU run or a frozen backbone after a 1-thread run
+        assert torch.get_num_threads() == DEFAULT_THREADS
+    finally:
+        torch.set_num_threads(DEFAULT_THREADS)

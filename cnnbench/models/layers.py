@@ -52,7 +52,8 @@ class Dropout(nn.Dropout):
     """nn.Dropout with a faster mask on a CPU (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fast = self.training and 0.0 < self.p < 1.0 and not self.inplace and x.device.type == "cpu" and _dense(x)
+        dropped = round(self.p * _LEVELS)  # p very near 0 or 1 rounds to none or all: PyTorch's dropout does those
+        fast = self.training and 0 < dropped < _LEVELS and not self.inplace and x.device.type == "cpu" and _dense(x)
         return _MaskedScale.apply(x, self.p) if fast else super().forward(x)
 
 
