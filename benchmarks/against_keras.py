@@ -16,8 +16,6 @@ Writes results/keras.csv (every measurement) and results/keras.md (medians per m
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import platform
 import statistics
@@ -25,7 +23,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from train_speed import CASES, ROOT, measure_in_process
+from train_speed import CASES, ROOT, measure_in_process, write_csv
 
 KERAS_MODELS = ["mnist-722", "mnist-7498", "cifar-simple", "cifar-basic", "catsdogs-base", "catsdogs-deep"]
 
@@ -82,11 +80,7 @@ def write(rows: list[dict], out: Path) -> None:
 
     from cnnbench.storage import write_text_atomic
 
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(out / "keras.csv", buffer.getvalue())
+    write_csv(rows, out / "keras.csv")
     lines = [
         f"Synthetic data of each seed's shape; {platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads, torch {torch.__version__}, {rows[0]['keras']}; {time.strftime('%Y-%m-%d')}. "

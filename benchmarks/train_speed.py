@@ -243,16 +243,23 @@ def main() -> None:
     write(rows, args.out)
 
 
-def write(rows: list[dict], out: Path) -> None:
-    import torch
-
+def write_csv(rows: list[dict], path: Path) -> None:
+    """One row per measurement, written atomically (against_keras.py writes its own rows the same way)."""
     from cnnbench.storage import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text_atomic(out / "bench.csv", buffer.getvalue())
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write(rows: list[dict], out: Path) -> None:
+    import torch
+
+    from cnnbench.storage import write_text_atomic
+
+    write_csv(rows, out / "bench.csv")
     by = {(r["case"], r["loop"]): r for r in rows}
     lines = [
         f"Synthetic data (random pixels of each seed's shape); {platform.processor() or platform.machine()}, "
