@@ -38,9 +38,6 @@ def bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-MACHINE_THREADS = DEFAULT_THREADS  # PyTorch's default in this process, read before any run changed it
-
-
 def candidates(precision: str, channels_last: bool | None) -> list[tuple[str, bool]]:
     precisions = [precision] if precision != "auto" else (["fp32", "bf16"] if bf16_supported() else ["fp32"])
     formats = [channels_last] if channels_last is not None else [False, True]
@@ -51,7 +48,7 @@ def thread_counts(threads: int | None) -> list[int]:
     """All cores, then half as many, ... down to one: small models can lose more to splitting work than they gain."""
     if threads is not None:
         return [threads]
-    counts, n = [], MACHINE_THREADS
+    counts, n = [], DEFAULT_THREADS  # PyTorch's default in this process, read before any run changed it
     while n >= 1:
         counts.append(n)
         n //= 2
@@ -80,9 +77,8 @@ def choose_cpu_format(model: nn.Module, input_shape: tuple[int, int, int], batch
     try:
         torch.set_num_threads(counts[0])
         timings = {label(p, c): _images_per_s(model, input_shape, batch_size, p, c) for p, c in options}
-        best = max(timings, key=timings.get)
-        chosen_precision, chosen_layout = options[list(timings).index(best)]
-        chosen_threads = counts[0]
+        chosen_precision, chosen_layout = max(options, key=lambda option: timings[label(*option)])
+        best, chosen_threads = label(chosen_precision, chosen_layout), counts[0]
         for n in counts[1:]:
             torch.set_num_threads(n)
             name = f"{best} {n} threads"

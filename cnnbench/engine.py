@@ -71,6 +71,7 @@ AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 DEFAULT_THREADS = torch.get_num_threads()
 
 
+@functools.cache  # once per process
 def keep_freed_memory_for_reuse() -> bool:
     """Make glibc's malloc keep freed memory in the process instead of returning it to the system; once per process.
 
@@ -81,23 +82,16 @@ def keep_freed_memory_for_reuse() -> bool:
     benchmarks/train_speed.py). The cost: memory freed during training is kept for reuse, not handed back.
     CNNBENCH_MALLOC=system leaves malloc as it is. Returns whether it applied (glibc only).
     """
-    global _MALLOC_CONFIGURED
-    if _MALLOC_CONFIGURED is None:
-        _MALLOC_CONFIGURED = False
-        if os.environ.get("CNNBENCH_MALLOC", "").lower() == "system":
-            return False
-        try:
-            import ctypes
+    if os.environ.get("CNNBENCH_MALLOC", "").lower() == "system":
+        return False
+    try:
+        import ctypes
 
-            mallopt = ctypes.CDLL("libc.so.6").mallopt
-            m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
-            _MALLOC_CONFIGURED = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
-        except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
-            pass
-    return _MALLOC_CONFIGURED
-
-
-_MALLOC_CONFIGURED: bool | None = None
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def dense_layers_in_fp32(model: nn.Module) -> nn.Module:
@@ -629,7 +623,6 @@ class Trainer:
             self.rank_rng = states
 
     def state_dict(self) -> dict[str, Any]:
-        rng = self.rng_state()
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -639,7 +632,7 @@ class Trainer:
                                "bad_epochs": self.early.bad_epochs},  # fmt: skip
             "epoch": self.epoch,
             "step": self.step,
-            "rng": rng,
+            "rng": self.rng_state(),
             **({"rank_rng": self.rank_rng} if self.world > 1 and self.rank_rng else {}),
         }
 

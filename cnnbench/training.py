@@ -150,15 +150,13 @@ def train_with_plan(data: PrepareOptions, config: TrainConfig, plan_model: Calla
         dist.broadcast_object_list(choice, src=0)
         fmt = choice[0]
     apply_threads(fmt)
-    precision, channels_last, probe = fmt.precision, fmt.channels_last, fmt.probe
-    if not main:
-        return _train_follower(prepared, config, model, plan, device, precision, channels_last, state)
-
-    # The trainer first: its checks (penalised layers, a validation split for early stopping, batch size per
-    # process) fail before any run directory exists.
-    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last,
+    # The trainer before any run directory: its checks (penalised layers, a validation split for early stopping,
+    # batch size per process) fail first.
+    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=fmt.precision,
+                      channels_last=fmt.channels_last,
                       normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
+    if not main:
+        return _follow(trainer, state)
     if trainer.cached_features:
         log("backbone frozen and no augmentation: training the head on backbone features computed once")
     if run is None:
@@ -176,8 +174,8 @@ def train_with_plan(data: PrepareOptions, config: TrainConfig, plan_model: Calla
             "normalization": plan.normalization,
             **plan.extra,
             "params": counts,
-            "device": {**device_info(device), "precision": precision, "channels_last": channels_last,
-                       "format_probe_images_per_s": probe},  # device_info's threads: the count applied
+            "device": {**device_info(device), "precision": fmt.precision, "channels_last": fmt.channels_last,
+                       "format_probe_images_per_s": fmt.probe},  # device_info's threads: the count applied
             "versions": package_versions(),
             "git": git_revision(),
         })  # fmt: skip
@@ -249,13 +247,8 @@ def leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def _train_follower(prepared, config, model, plan, device, precision, channels_last, state) -> RunResult:
+def _follow(trainer, state: dict[str, Any] | None) -> RunResult:
     """A rank other than 0: the same training steps on its shard, writing nothing."""
-    from cnnbench.engine import Trainer
-
-    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last,
-                      normalization=(plan.normalization["mean"], plan.normalization["std"]))  # fmt: skip
     if state is not None:
         trainer.load_state_dict(state)
     try:
@@ -279,8 +272,7 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
     from cnnbench.engine import resolve_precision
     from cnnbench.models.transfer import backbone_frozen
 
-    resolve_precision(config.precision, device)  # refuses what the device cannot do (fp16 on a CPU)
-
+    precision = resolve_precision(config.precision, device)  # refuses what the device cannot do (fp16 on a CPU)
     unset = config.precision == "auto" or config.channels_last is None or config.threads is None
     if device.type == "cpu" and unset and not backbone_frozen(model):
         from cnnbench.autotune import choose_cpu_format
@@ -293,7 +285,6 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
             log(f"fastest on this CPU: {precision}, {'channels_last' if channels_last else 'contiguous'}, {threads} "
                 f"threads (probed {', '.join(f'{k} {v:,.0f} img/s' for k, v in probe.items())}; cached)")  # fmt: skip
         return Format(precision, channels_last, threads, probe)
-    precision = resolve_precision(config.precision, device)
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     return Format(precision, channels_last, config.threads if device.type == "cpu" else None, {})
 

@@ -115,7 +115,7 @@ def test_probe_picks_format_then_fewer_threads_while_faster_and_caches_it(monkey
         return rates[(precision, channels_last)] * by_threads[torch.get_num_threads()]
 
     monkeypatch.setattr(autotune, "_images_per_s", fake)
-    monkeypatch.setattr(autotune, "MACHINE_THREADS", 4)
+    monkeypatch.setattr(autotune, "DEFAULT_THREADS", 4)
     monkeypatch.setattr(autotune, "bf16_supported", lambda: True)
     before = torch.get_num_threads()
     model = nn.Linear(3, 2)
