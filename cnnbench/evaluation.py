@@ -12,6 +12,7 @@ from cnnbench.data.prepare import SPLITS, PrepareOptions, load_or_prepare
 from cnnbench.errors import UsageError
 from cnnbench.runs import RunDir
 from cnnbench.storage import write_json_atomic, write_text_atomic
+from cnnbench.training import dataset_normalization
 
 CHECKPOINTS = ("best", "last")
 
@@ -54,7 +55,7 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     if channels_last:
         model.to(memory_format=torch.channels_last)
     batches = make_batches(prepared, split, batch_size, torch_device)
-    normalization = config.get("normalization") or {"mean": prepared.mean, "std": prepared.std}
+    normalization = config.get("normalization") or dataset_normalization(prepared)  # runs from before it was recorded
     preprocess = Preprocess(normalization["mean"], normalization["std"], torch_device, augment=AugmentSpec(),
                             channels_last=channels_last)  # fmt: skip
     probs, labels, seconds = predict(model, batches, preprocess, precision, torch_device)

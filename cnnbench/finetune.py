@@ -34,6 +34,10 @@ class FinetuneOptions:
     head_lr: float | None = None
 
 
+# Training defaults where fine-tuning differs from `train`: S3 penalises (--l1/--l2) the new head, not the pretrained body.
+FINETUNE_DEFAULTS = TrainConfig(reg_layers="head.*")
+
+
 def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOptions, *,
                  out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
                  on_epoch_end=None) -> RunResult:  # fmt: skip
@@ -44,8 +48,6 @@ def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOpt
         raise UsageError(f"bad --head-lr {options.head_lr}: expected a learning rate greater than zero")
     if options.freeze is None:  # a random backbone is no feature extractor: the from-scratch baseline trains it all
         options = replace(options, freeze="none" if options.weights == "none" else "all")
-    if config.reg_layers == "*" and (config.l1 or config.l2):
-        config = replace(config, reg_layers="head.*")  # S3 penalises the new dense layer, not the pretrained body
     if options.head_epochs:
         head_config = replace(config, epochs=options.head_epochs, lr=options.head_lr or config.lr)
         log(f"phase 1: {options.head_epochs} epoch(s) training the head on the frozen backbone")
@@ -95,7 +97,7 @@ def plan(prepared: Prepared, config: TrainConfig, options: FinetuneOptions, log:
         else:
             state = _weights_file(Path(options.weights))
             weights["file"] = str(Path(options.weights).resolve())
-        _load_backbone(model, state, weights)
+        _load_backbone(model, state)
         if spec_in.height < 64:
             log(f"note: {entry.name}'s weights were trained on 224x224 images; these are {spec_in.height}x"
                 f"{spec_in.width} (S2 found upscaling with --size 224 helps)")  # fmt: skip
@@ -109,7 +111,7 @@ def plan(prepared: Prepared, config: TrainConfig, options: FinetuneOptions, log:
 def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[str, Any],
               freezing: dict[str, Any], log: Log) -> ModelPlan:  # fmt: skip
     """Start from a cnnbench run's best weights: its architecture rebuilt for this dataset's shape and classes."""
-    from cnnbench.models import ModelSpec, build
+    from cnnbench.models import ModelSpec, build, train_always
     from cnnbench.models.transfer import load_matching, parse_head
 
     parent = RunDir.open(Path(options.weights[len("run:") :]))
@@ -132,8 +134,7 @@ def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[s
         # resumed run rebuilds the same trainable set.
         unfreeze = [name for name, _ in model.named_parameters() if name in reinitialised]
         spec = ModelSpec(name=spec.name, input=spec.input, options={**spec.options, "unfreeze": unfreeze})
-        model = build(spec)
-        load_matching(model, parent.load_checkpoint("best")["model"])
+        train_always(model, unfreeze)  # what build(spec) would do, without building and loading twice
         log(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised and trained (shape changed): "
             f"{', '.join(reinitialised[:6])}{' ...' if len(reinitialised) > 6 else ''}")  # fmt: skip
     weights = {"source": f"run:{parent.path}", "loaded": len(loaded), "reinitialised": reinitialised}
@@ -170,11 +171,10 @@ def _weights_file(path: Path) -> dict[str, Any]:
     return state
 
 
-def _load_backbone(model, state: dict[str, Any], weights: dict[str, Any]) -> None:
+def _load_backbone(model, state: dict[str, Any]) -> None:
     from cnnbench.models.transfer import load_backbone_weights
 
     missing = load_backbone_weights(model, state)
     if missing:
         raise UsageError(f"the weights file lacks {len(missing)} of the backbone's tensors (e.g. {missing[0]}); "
                          f"is it for another architecture?")  # fmt: skip
-    weights["missing"] = missing

@@ -205,8 +205,7 @@ def test_finetune_json_reports_trainable_and_frozen_counts_and_frozen_blocks_sta
     assert summary["params"]["frozen"] == SQUEEZENET_BACKBONE - FIRE_11_12
     run = RunDir(Path(summary["run_dir"]))
     assert run.config()["params"]["trainable"] == summary["params"]["trainable"]
-    assert run.config()["finetune"]["weights"] == {"source": str(weights), "file": str(weights.resolve()),
-                                                   "missing": []}  # fmt: skip
+    assert run.config()["finetune"]["weights"] == {"source": str(weights), "file": str(weights.resolve())}
     body = backbone_of(run.load_checkpoint("last")["model"])
     for key, value in body.items():
         same = torch.equal(value, state[key])
@@ -495,3 +494,12 @@ def test_models_json_lists_the_backbones_and_the_aliases(cli):
     assert squeeze["weights_file"] == "squeezenet1_1-b8a52dc0.pth"
     assert "resnet50" in listing["aliases"]["resnet50v2"] and "efficientnet_b3" in listing["aliases"]["xception"]
     assert "resnet50v2" not in backbones  # an alias is not a backbone of its own
+
+
+def test_penalties_default_to_the_head_but_an_explicit_reg_layers_is_kept(cli, data_root, tmp_path):
+    common = ["--backbone", "squeezenet1_1", "--weights", "none", "--epochs", "1", "--l2", "0.01"]
+    default = cli(*finetune_args(data_root, tmp_path / "a", *common))
+    explicit = cli(*finetune_args(data_root, tmp_path / "b", *common, "--reg-layers", "*"))
+    assert default.code == 0 and explicit.code == 0, default.err + explicit.err
+    layers = [RunDir(Path(r.json()["run_dir"])).config()["train"]["reg_layers"] for r in (default, explicit)]
+    assert layers == ["head.*", "*"]  # S3 penalises the new head; a user who asks for every layer gets every layer

@@ -9,7 +9,7 @@ from cnnbench.cli.common import JsonFlag, QuietFlag, log_to_stderr
 
 
 def _opt(*names: str, help: str):  # noqa: A002 - mirrors typer.Option's keyword
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel="Transfer")
+    return T.option(*names, help=help, panel="Transfer")
 
 
 @T.with_training_options
@@ -43,9 +43,10 @@ def finetune(
 ) -> None:
     """Fine-tune a pretrained torchvision backbone (or any cnnbench run) with a new head and a freezing policy."""
     from cnnbench.config import resolve_config
-    from cnnbench.finetune import FinetuneOptions, finetune_run
+    from cnnbench.finetune import FINETUNE_DEFAULTS, FinetuneOptions, finetune_run
 
-    train_config = resolve_config({**T.passed_training_options(ctx.params), "model": None}, shared["config"])
+    train_config = resolve_config({**T.passed_training_options(ctx.params), "model": None}, shared["config"],
+                                  base=FINETUNE_DEFAULTS)  # fmt: skip
     options = FinetuneOptions(backbone=backbone, weights=weights, head=head, units=units, activation=activation,
                               pool=pool, freeze=freeze, freeze_bn=freeze_bn, head_epochs=head_epochs,
                               head_lr=head_lr)  # fmt: skip

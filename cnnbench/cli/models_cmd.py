@@ -33,7 +33,7 @@ def models(
                       f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"]))  # fmt: skip
     console = stdout()
     console.print(table)
-    console.print(family)
+    console.print(family, markup=False)
     console.print("\nBackbones for `cnnbench finetune` (torchvision; ImageNet weights from torch's cache or a download):")
     listing = Table()
     for column in ("backbone", "feature params", "features", "blocks (for --freeze last:N / from:)", "weights file"):

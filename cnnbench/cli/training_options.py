@@ -31,57 +31,59 @@ from cnnbench.cli.common import (
 from cnnbench.config import TrainConfig
 
 
-def _opt(*names: str, help: str):  # noqa: A002 - mirrors typer.Option's keyword
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel="Training")
+def option(*names: str, help: str, panel: str = "Training"):  # noqa: A002 - mirrors typer.Option's keyword
+    """An option whose help text states its default itself (the flags default to None: 'not passed')."""
+    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel)
 
 
-Epochs = Annotated[int | None, _opt("--epochs", help="Epochs to train (with --resume: the new total). [default: 20]")]
-BatchSize = Annotated[int | None, _opt("--batch-size", "-b", help="[default: 128]")]
-Lr = Annotated[float | None, _opt("--lr", help="Learning rate. [default: 1e-3]")]
-Optimizer = Annotated[str | None, _opt("--optimizer", help="adam | adamw | sgd | rmsprop. [default: adam]")]
-Momentum = Annotated[float | None, _opt("--momentum", help="sgd/rmsprop momentum. [default: 0.9]")]
-Nesterov = Annotated[bool | None, _opt("--nesterov/--no-nesterov", help="Nesterov momentum for sgd.")]
-Beta1 = Annotated[float | None, _opt("--beta1", help="Adam beta1. [default: 0.9]")]
-Beta2 = Annotated[float | None, _opt("--beta2", help="Adam beta2. [default: 0.999]")]
-WeightDecay = Annotated[float | None, _opt("--weight-decay", help="[default: 0]")]
-L1 = Annotated[float | None, _opt("--l1", help="L1 penalty on the weights of --reg-layers. [default: 0]")]
-L2 = Annotated[float | None, _opt("--l2", help="L2 penalty on the weights of --reg-layers. [default: 0]")]
-RegLayers = Annotated[str | None, _opt("--reg-layers", help="Glob over layer names for --l1/--l2, e.g. 'head.*'. "
+
+Epochs = Annotated[int | None, option("--epochs", help="Epochs to train (with --resume: the new total). [default: 20]")]
+BatchSize = Annotated[int | None, option("--batch-size", "-b", help="[default: 128]")]
+Lr = Annotated[float | None, option("--lr", help="Learning rate. [default: 1e-3]")]
+Optimizer = Annotated[str | None, option("--optimizer", help="adam | adamw | sgd | rmsprop. [default: adam]")]
+Momentum = Annotated[float | None, option("--momentum", help="sgd/rmsprop momentum. [default: 0.9]")]
+Nesterov = Annotated[bool | None, option("--nesterov/--no-nesterov", help="Nesterov momentum for sgd.")]
+Beta1 = Annotated[float | None, option("--beta1", help="Adam beta1. [default: 0.9]")]
+Beta2 = Annotated[float | None, option("--beta2", help="Adam beta2. [default: 0.999]")]
+WeightDecay = Annotated[float | None, option("--weight-decay", help="[default: 0]")]
+L1 = Annotated[float | None, option("--l1", help="L1 penalty on the weights of --reg-layers. [default: 0]")]
+L2 = Annotated[float | None, option("--l2", help="L2 penalty on the weights of --reg-layers. [default: 0]")]
+RegLayers = Annotated[str | None, option("--reg-layers", help="Glob over layer names for --l1/--l2, e.g. 'head.*'. "
                                        "[default: * for train, head.* for finetune]")]
-Schedule = Annotated[str | None, _opt("--schedule", help="constant | step | cosine | onecycle | plateau. "
+Schedule = Annotated[str | None, option("--schedule", help="constant | step | cosine | onecycle | plateau. "
                                       "[default: constant]")]
-WarmupEpochs = Annotated[float | None, _opt("--warmup-epochs", help="Linear warmup. [default: 0]")]
-StepSize = Annotated[int | None, _opt("--step-size", help="step: epochs between decays. [default: 30]")]
-Gamma = Annotated[float | None, _opt("--gamma", help="step/plateau decay factor. [default: 0.1]")]
-PlateauPatience = Annotated[int | None, _opt("--plateau-patience", help="[default: 5]")]
-LabelSmoothing = Annotated[float | None, _opt("--label-smoothing", help="[default: 0]")]
-ClipGrad = Annotated[float | None, _opt("--clip-grad", help="Max gradient norm. [default: off]")]
-Patience = Annotated[int | None, _opt("--patience", help="Early stopping patience in epochs; restores the best "
+WarmupEpochs = Annotated[float | None, option("--warmup-epochs", help="Linear warmup. [default: 0]")]
+StepSize = Annotated[int | None, option("--step-size", help="step: epochs between decays. [default: 30]")]
+Gamma = Annotated[float | None, option("--gamma", help="step/plateau decay factor. [default: 0.1]")]
+PlateauPatience = Annotated[int | None, option("--plateau-patience", help="[default: 5]")]
+LabelSmoothing = Annotated[float | None, option("--label-smoothing", help="[default: 0]")]
+ClipGrad = Annotated[float | None, option("--clip-grad", help="Max gradient norm. [default: off]")]
+Patience = Annotated[int | None, option("--patience", help="Early stopping patience in epochs; restores the best "
                                       "weights. 0 = off. [default: 0]")]
-Monitor = Annotated[str | None, _opt("--monitor", help="val_loss | val_acc. [default: val_loss]")]
-MinDelta = Annotated[float | None, _opt("--min-delta", help="[default: 0]")]
-Augment = Annotated[str | None, _opt("--augment", help="Preset (none, flip, light, s2, s4) or items, e.g. "
+Monitor = Annotated[str | None, option("--monitor", help="val_loss | val_acc. [default: val_loss]")]
+MinDelta = Annotated[float | None, option("--min-delta", help="[default: 0]")]
+Augment = Annotated[str | None, option("--augment", help="Preset (none, flip, light, s2, s4) or items, e.g. "
                                      "flip,translate=0.1,rotate=20,zoom=0.2,shear=0.2,brightness=0.8-1.2. "
                                      "[default: none]")]
-Dropout = Annotated[float | None, _opt("--dropout", help="Dropout (train: overrides the model's; finetune: the "
+Dropout = Annotated[float | None, option("--dropout", help="Dropout (train: overrides the model's; finetune: the "
                                        "head's). [default: the model's / 0]")]
-Init = Annotated[str | None, _opt("--init", help="default | glorot (Keras) | he. [default: default]")]
-Seed = Annotated[int | None, _opt("--seed", help="Seed for weights, shuffling, augmentation (and the split unless "
+Init = Annotated[str | None, option("--init", help="default | glorot (Keras) | he. [default: default]")]
+Seed = Annotated[int | None, option("--seed", help="Seed for weights, shuffling, augmentation (and the split unless "
                                   "--data-seed). [default: 0]")]
-Deterministic = Annotated[bool | None, _opt("--deterministic/--no-deterministic", help="Deterministic algorithms "
+Deterministic = Annotated[bool | None, option("--deterministic/--no-deterministic", help="Deterministic algorithms "
                                             "only (slower on GPU).")]
-Device = Annotated[str | None, _opt("--device", help="auto | cpu | cuda | cuda:N | mps. [default: auto]")]
-Precision = Annotated[str | None, _opt("--precision", help="auto | fp32 | bf16 | fp16. [default: auto: bf16 or "
+Device = Annotated[str | None, option("--device", help="auto | cpu | cuda | cuda:N | mps. [default: auto]")]
+Precision = Annotated[str | None, option("--precision", help="auto | fp32 | bf16 | fp16. [default: auto: bf16 or "
                                        "fp16 on CUDA; on a CPU the faster of fp32 and bf16, measured once]")]
-ChannelsLast = Annotated[bool | None, _opt("--channels-last/--no-channels-last", help="[default: on CUDA; on a CPU, "
+ChannelsLast = Annotated[bool | None, option("--channels-last/--no-channels-last", help="[default: on CUDA; on a CPU, "
                                            "measured once]")]
-Threads = Annotated[int | None, _opt("--threads", help="CPU threads. [default: on a CPU, the fastest of all cores, "
+Threads = Annotated[int | None, option("--threads", help="CPU threads. [default: on a CPU, the fastest of all cores, "
                                      "half, a quarter ..., measured once]")]
-Compile = Annotated[bool | None, _opt("--compile/--no-compile", help="torch.compile the model.")]
-MaxParams = Annotated[int | None, _opt("--max-params", help="Refuse (exit 1) a model with more trainable "
+Compile = Annotated[bool | None, option("--compile/--no-compile", help="torch.compile the model.")]
+MaxParams = Annotated[int | None, option("--max-params", help="Refuse (exit 1) a model with more trainable "
                                        "parameters, before training.")]
-Workers = Annotated[int | None, _opt("--workers", help="DataLoader workers for file-index datasets.")]
-ConfigFile = Annotated[Path | None, _opt("--config", help="JSON or TOML file of training options (flags win).")]
+Workers = Annotated[int | None, option("--workers", help="DataLoader workers for file-index datasets.")]
+ConfigFile = Annotated[Path | None, option("--config", help="JSON or TOML file of training options (flags win).")]
 Out = Annotated[Path, typer.Option("--out", help="Parent folder of the run directory.")]
 
 TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))

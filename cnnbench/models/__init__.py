@@ -59,10 +59,15 @@ def build(model_spec: ModelSpec) -> nn.Module:
         from cnnbench.models.transfer import apply_freeze
 
         apply_freeze(model, freeze, freeze_bn=freeze_bn)
-    for name, parameter in model.named_parameters():
-        if name in unfreeze:
-            parameter.requires_grad = True
+    train_always(model, unfreeze)
     return model
+
+
+def train_always(model: nn.Module, names: set[str] | list[str]) -> None:
+    """Make the named parameters trainable whatever the freezing policy (re-initialised layers must learn)."""
+    for name, parameter in model.named_parameters():
+        if name in names:
+            parameter.requires_grad = True
 
 
 def build_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> tuple[nn.Module, ModelSpec]:

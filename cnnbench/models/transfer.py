@@ -272,8 +272,7 @@ def build_transfer(spec: InputSpec, *, backbone: str, head: dict[str, Any]) -> T
         except RuntimeError:
             raise UsageError(f"backbone {entry.name} cannot take {spec.height}x{spec.width} inputs; use a larger "
                              f"--size (224 is what its ImageNet weights were trained on)") from None  # fmt: skip
-    head_spec = HeadSpec(kind=head["kind"], widths=tuple(head["widths"]), pool=head["pool"],
-                         activation=head["activation"], dropout=head["dropout"])  # fmt: skip
+    head_spec = HeadSpec(**{**head, "widths": tuple(head["widths"])})  # widths is a list once it went through JSON
     outputs = num_outputs(spec, binary_logit=True)
     return TransferNet(body, build_head(head_spec, features.shape[1], tuple(features.shape[2:]), outputs)).train()
 
