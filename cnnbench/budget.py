@@ -21,15 +21,21 @@ def dataset_input(dataset: str, *, size: int | None = None, grayscale: bool = Fa
                      num_classes=classes or entry.num_classes)  # fmt: skip
 
 
+def seed_input(name: str) -> InputSpec | None:
+    """The input a model is counted at without --dataset (a zoo model's seed input), or None when it needs one."""
+    from cnnbench.models.families import family_of
+
+    return family_of(name).seed_input(name)
+
+
 def describe_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> dict[str, Any]:
-    from cnnbench.models import MODELS, build_model
+    from cnnbench.models import FAMILIES, build, resolve
     from cnnbench.models.accounting import budget
 
-    model, model_spec = build_model(name, spec, dropout=dropout)
-    description = MODELS.get(name).description if name in MODELS else "budget-fitted family, width " \
-        f"{model_spec.options['width']}"  # fmt: skip
-    return {"name": name, "input": spec.describe(), **budget(model, spec), "options": model_spec.options,
-            "description": description}  # fmt: skip
+    model_spec = resolve(name, spec, dropout=dropout)
+    model = build(model_spec)
+    return {"name": name, "family": model_spec.family, "input": spec.describe(), **budget(model, spec),
+            "options": model_spec.options, "description": FAMILIES.get(model_spec.family).describe(model_spec)}
 
 
 def check(name: str, spec: InputSpec, *, max_params: int | None, count: str = "trainable") -> dict[str, Any]:

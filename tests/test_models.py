@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from cnnbench.errors import UsageError
-from cnnbench.models import MODELS, build_model
-from cnnbench.models.accounting import budget, count_parameters
+from cnnbench.models import MODELS, build, build_model, resolve
+from cnnbench.models.accounting import budget, count_macs, count_parameters
 from cnnbench.models.fit import count_fit_params, fit_width
 from cnnbench.models.zoo import CATSDOGS, InputSpec
 
@@ -52,10 +55,71 @@ def test_two_class_catsdogs_models_use_one_sigmoid_logit():
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1)
 
 
-def test_macs_come_from_the_flop_counter():
+def test_macs_of_mnist_722_by_hand():
     model, _ = build_model("mnist-722", MODELS.get("mnist-722").seed_input)
     # conv1 13*13*2*9 + conv2 6*6*4*18 + conv3 2*2*8*36 + dense 32*10 multiply-accumulates
     assert budget(model, MODELS.get("mnist-722").seed_input)["macs"] == 3042 + 2592 + 1152 + 320
+
+
+def _flop_counter_macs(model: torch.nn.Module, spec: InputSpec) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.eval()(torch.zeros(1, spec.channels, spec.height, spec.width, device=device))
+    return counter.get_total_flops() // 2  # two flops per multiply-accumulate
+
+
+SMALL_RGB = InputSpec(channels=3, height=64, width=64, num_classes=7)
+MAC_CASES = [(name, MODELS.get(name).seed_input) for name in MODELS] + [
+    ("fit:7500", MODELS.get("mnist-7498").seed_input), ("fit:100000", SMALL_RGB),
+    ("resnet18", SMALL_RGB), ("mobilenet_v2", SMALL_RGB), ("squeezenet1_1", SMALL_RGB),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "spec"), MAC_CASES, ids=[name for name, _ in MAC_CASES])
+def test_hook_counted_macs_equal_torchs_flop_counter(name, spec):
+    model = build(resolve(name, spec))  # backbones are built as with --weights none
+    assert count_macs(model, spec) == _flop_counter_macs(model, spec)
+
+
+def test_hook_counted_macs_equal_the_flop_counter_for_every_backbone():
+    from cnnbench.models.transfer import BACKBONES
+
+    for name in BACKBONES:
+        with torch.device("meta"):  # shapes only: every backbone in well under a second
+            model = build(resolve(name, SMALL_RGB))
+        assert count_macs(model, SMALL_RGB) == _flop_counter_macs(model, SMALL_RGB), name
+
+
+def test_nonzero_parameters_and_sparsity_count_the_zeros_pruning_leaves():
+    model, _ = build_model("mnist-7498", MODELS.get("mnist-7498").seed_input)
+    dense = count_parameters(model)
+    assert dense["sparsity"] == 0.0
+    zero_shifts = sum(int((m.bias == 0).sum()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert zero_shifts == 8 + 16 + 32 and dense["nonzero"] == 7_386 - zero_shifts  # BatchNorm shifts start at zero
+    with torch.no_grad():
+        model.features[4].weight[:8] = 0  # half the second convolution's filters: 8 x 8 x 3 x 3
+        model.head[1].weight[:, :16] = 0  # half the first dense layer's inputs: 32 x 16
+    model.head[2].requires_grad_(False)  # frozen parameters count too
+    counts = count_parameters(model)
+    zeroed = 8 * 8 * 9 + 32 * 16
+    assert counts["nonzero"] == dense["nonzero"] - zeroed
+    assert counts["sparsity"] == pytest.approx(zeroed / 7_386)
+    assert counts["trainable"] + counts["frozen"] == 7_386
+
+
+def test_budget_of_zoo_and_fit_models_imports_neither_torchvision_nor_dynamo():
+    code = (
+        "import sys\n"
+        "from cnnbench.cli import main\n"
+        "assert main(['budget', 'mnist-7498', '--dataset', 'mnist', '--max-params', '7500', '--json']) == 0\n"
+        "assert main(['budget', 'fit:7500', '--dataset', 'cifar10']) == 0\n"
+        "loaded = [name for name in ('torchvision', 'torch._dynamo') if name in sys.modules]\n"
+        "assert not loaded, f'budget imported {loaded}'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_an_input_too_small_for_the_architecture_names_the_size_to_use():

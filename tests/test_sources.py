@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnbench.data.catalog import DATASETS, get_dataset
 from cnnbench.data.images import CorruptImage, ImageFileDataset, decode_image, decode_many, verify_many
 from cnnbench.data.sources import (
     read_catsdogs,
@@ -273,6 +276,67 @@ def test_folder_missing_or_flat_is_usage_error(tmp_path):
     write_jpeg(tmp_path / "flat" / "a.jpg", seed=1)
     with pytest.raises(UsageError, match="flat"):
         read_folder(tmp_path / "flat")
+
+
+# ---------------------------------------------------------------------------------------------- the dataset registry
+
+
+def test_every_dataset_reads_through_its_entry(tmp_path):
+    from cnnbench.data.prepare import PrepareOptions
+
+    write_mnist(tmp_path)
+    write_image_folder(tmp_path / "tree", {"ant": 2, "bee": 3})
+    for name, expected in (("digits", read_digits()), ("mnist", read_mnist(tmp_path)),
+                           (f"folder:{tmp_path / 'tree'}", read_folder(tmp_path / "tree"))):  # fmt: skip
+        raw = get_dataset(name).read(PrepareOptions(dataset=name, root=tmp_path))
+        assert raw.classes == expected.classes and raw.location == expected.location
+        assert {part: p.labels.tolist() for part, p in raw.parts.items()} == {
+            part: p.labels.tolist() for part, p in expected.parts.items()
+        }
+
+
+def test_a_folder_is_a_parametrised_entry_made_concrete_by_its_path(tmp_path):
+    write_image_folder(tmp_path / "tree", {"ant": 1, "bee": 1, "cow": 1})
+    entry = get_dataset(f"folder:{tmp_path / 'tree'}")
+    assert entry.name == f"folder:{tmp_path / 'tree'}" and entry.num_classes == 3 and entry.photos
+    assert entry.parameter is None and entry.cache_name == "folder"
+    assert DATASETS.get("folder").usage == "folder:PATH"
+    with pytest.raises(UsageError, match=r"dataset 'folder' needs its PATH: folder:PATH"):
+        get_dataset("folder")
+    with pytest.raises(UsageError, match="does not exist"):
+        get_dataset(f"folder:{tmp_path / 'nowhere'}")
+    with pytest.raises(UsageError, match=r"unknown dataset 'mnsit' \(did you mean mnist\?\).*pets, folder:PATH"):
+        get_dataset("mnsit")
+
+
+# Cache folders prepared before datasets became registry entries: the same options must find them.
+CACHES_BEFORE_THE_REGISTRY = [
+    ({"dataset": "digits"}, "digits-d5a6b83b2db0"),
+    ({"dataset": "mnist", "seed": 3, "size": 28}, "mnist-af4c46e8dabc"),
+    ({"dataset": "cifar100", "classes": 5}, "cifar100-26e849bafeef"),
+    ({"dataset": "flowers102", "storage": "files"}, "flowers102-7d9c51a14a72"),
+    ({"dataset": "catsdogs", "split": (0.6, 0.2, 0.2), "grayscale": True}, "catsdogs-5fd0d9170031"),
+]
+
+
+@pytest.mark.parametrize(("options", "folder"), CACHES_BEFORE_THE_REGISTRY)
+def test_prepared_cache_names_are_unchanged(tmp_path, options, folder):
+    from cnnbench.data.prepare import PrepareOptions, prepared_dir
+
+    assert prepared_dir(PrepareOptions(root=tmp_path, **options)) == tmp_path / "prepared" / folder
+
+
+def test_a_folder_datasets_cache_name_is_unchanged(tmp_path, monkeypatch):
+    from cnnbench.data.prepare import PrepareOptions, prepared_dir
+
+    write_image_folder(tmp_path / "tree", {"ant": 1, "bee": 1})
+    monkeypatch.chdir(tmp_path)
+    # The key as it was computed before the registry: the tree's absolute path and the storage, for any spelling.
+    key = {"dataset": f"folder:{(tmp_path / 'tree').resolve()}", "split": None, "val_fraction": 0.1, "seed": 0,
+           "classes": None, "grayscale": False, "size": 12, "source": None, "storage": "auto"}  # fmt: skip
+    expected = "folder-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    for spelling in (str(tmp_path / "tree"), "tree", "./tree/"):
+        assert prepared_dir(PrepareOptions(dataset=f"folder:{spelling}", root=tmp_path, size=12)).name == expected
 
 
 # ------------------------------------------------------------------------------------------------------------ images

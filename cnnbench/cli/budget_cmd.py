@@ -9,7 +9,7 @@ from cnnbench.cli.common import ClassesOption, GrayscaleFlag, JsonFlag, SizeOpti
 
 
 def budget(
-    model: Annotated[str, typer.Argument(help="A zoo model name or fit:N.")],
+    model: Annotated[str, typer.Argument(help="A zoo model name, fit:N or a torchvision backbone.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset whose shape and classes to use "
                                                  "(no files needed). Default: the model's seed input.")] = None,
     size: SizeOption = None,
@@ -20,18 +20,18 @@ def budget(
                                        "keras_total (trainable + BatchNorm statistics).")] = "trainable",
     json_output: JsonFlag = False,
 ) -> None:  # fmt: skip
-    """Count a model's parameters, BatchNorm statistics, Keras-style total, MACs and size; check a budget."""
-    from cnnbench.budget import check, dataset_input
-    from cnnbench.models import MODELS
+    """Count a model's parameters, BatchNorm statistics, Keras-style total, nonzero parameters and sparsity, MACs and
+    size; check a budget."""
+    from cnnbench.budget import check, dataset_input, seed_input
 
     if dataset is not None:
         spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes)
     elif size is not None or grayscale or classes is not None:
         raise typer.BadParameter("--size, --grayscale and --classes need --dataset", param_hint="--dataset")
-    elif model.startswith("fit:"):
-        raise typer.BadParameter(f"{model} is sized for a dataset; pass --dataset", param_hint="--dataset")
     else:
-        spec = MODELS.get(model).seed_input  # an unknown name raises here, listing the zoo
+        spec = seed_input(model)  # an unknown name raises here, listing every family's names
+        if spec is None:
+            raise typer.BadParameter(f"{model} is sized for a dataset; pass --dataset", param_hint="--dataset")
     result = check(model, spec, max_params=max_params, count=count)
     verdict = result["budget"]
     if json_output:
@@ -44,8 +44,10 @@ def budget(
         table.add_row(*cells("input", result["input"]))
         for key, label in (("trainable", "trainable parameters (PyTorch)"), ("frozen", "frozen parameters"),
                            ("bn_statistics", "BatchNorm statistics (buffers)"),
-                           ("keras_total", "Keras-style total"), ("macs", "MACs per image")):  # fmt: skip
+                           ("keras_total", "Keras-style total"), ("nonzero", "nonzero parameters")):  # fmt: skip
             table.add_row(*cells(label, f"{result[key]:,}"))
+        table.add_row(*cells("sparsity (zero weights / parameters)", f"{result['sparsity']:.2%}"))
+        table.add_row(*cells("MACs per image", f"{result['macs']:,}"))
         table.add_row(*cells("size", f"{result['size_mb']:.4f} MB"))
         console = stdout()
         console.print(table)

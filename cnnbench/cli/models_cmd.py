@@ -13,17 +13,18 @@ def models(
                                                  "instead of each model's seed input.")] = None,
     json_output: JsonFlag = False,
 ) -> None:  # fmt: skip
-    """List the model zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs."""
+    """List the model families, the zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs, and
+    the torchvision backbones."""
     from cnnbench.budget import dataset_input, describe_model
-    from cnnbench.models import MODELS
+    from cnnbench.models import FAMILIES, MODELS
     from cnnbench.models.transfer import describe_backbones
 
     spec = dataset_input(dataset) if dataset else None
     rows = [describe_model(name, spec or MODELS.get(name).seed_input) for name in MODELS]
-    family = "fit:N  widest member of a VGG-style family (2 convs + BN per stage) with at most N trainable parameters"
+    families = [f"{name:<12} {FAMILIES.get(name).summary}" for name in FAMILIES]
     backbones, aliases = describe_backbones()
     if json_output:
-        emit_json({"models": rows, "families": [family], "backbones": backbones, "aliases": aliases})
+        emit_json({"models": rows, "families": families, "backbones": backbones, "aliases": aliases})
         return
     table = Table()
     for column in ("name", "input", "trainable", "keras total", "MACs", "MB", "description"):
@@ -33,8 +34,11 @@ def models(
                       f"{row['macs']:,}", f"{row['size_mb']:.2f}", row["description"]))  # fmt: skip
     console = stdout()
     console.print(table)
-    console.print(family, markup=False)
-    console.print("\nBackbones for `cnnbench finetune` (torchvision; ImageNet weights from torch's cache or a download):")
+    console.print("Model families (`--model` takes a name from any of them):", markup=False)
+    for line in families:
+        console.print(line, markup=False)
+    console.print("\nBackbones (the torchvision family; `cnnbench finetune` loads their ImageNet weights from "
+                  "torch's cache or a download):", markup=False)
     listing = Table()
     for column in ("backbone", "feature params", "features", "blocks (for --freeze last:N / from:)", "weights file"):
         listing.add_column(column, justify="right" if column in ("feature params", "features") else "left")

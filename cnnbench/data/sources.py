@@ -1,9 +1,11 @@
-"""Readers of each dataset's real on-disk format.
+"""Every dataset: its registry entry beside the reader of its real on-disk format, so a dataset is one section here.
 
-Every reader finds the files where torchvision (or Kaggle) puts them under `--root`, downloads through torchvision
-only when asked, and returns a `RawDataset`: labels plus either decoded arrays (digits, MNIST, CIFAR) or image paths
-(flowers, pets, cats vs dogs, folder). Image files are not decoded here; the caller decodes them with
-`cnnbench.data.images` and reports the corrupt ones.
+A `DatasetEntry` knows the dataset's shape and class count without its files (so `budget` runs with no data present),
+where its files go under --root, and `read(options)`, the one reader interface. Every reader finds the files where
+torchvision (or Kaggle) puts them under `--root`, downloads through torchvision only when asked, and returns a
+`RawDataset`: labels plus either decoded arrays (digits, MNIST, CIFAR) or image paths (flowers, pets, cats vs dogs,
+folder). Image files are not decoded here; the caller decodes them with `cnnbench.data.images` and reports the corrupt
+ones. torch is imported only where arrays become tensors, so listing the datasets stays quick.
 """
 
 from __future__ import annotations
@@ -16,13 +18,17 @@ import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from cnnbench.errors import DataMissing, UsageError
+from cnnbench.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
 
 # Lower-case file extensions read as images (torchvision's IMG_EXTENSIONS, kept here to avoid importing it eagerly).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -43,6 +49,80 @@ class RawDataset:
     parts: dict[str, RawPart]  # official parts present: "train", and "val"/"test" when the dataset defines them
     skipped: list[dict]  # files left out while reading, {"path", "reason"}
     location: str  # where the files were found (directory or archive path)
+
+
+class ReadOptions(Protocol):
+    """What a reader may use (PrepareOptions has it): the data folder, whether to download, a user-given source."""
+
+    root: Path
+    download: bool
+    source: Path | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetEntry:
+    """One dataset, or with `parameter` a family of them named `name:ARGUMENT` (`folder:PATH`) that `bind` makes
+    concrete."""
+
+    name: str
+    description: str
+    channels: int
+    size: int  # image side the data comes in (or is resized to by default, for photo collections of varying sizes)
+    num_classes: int
+    images: int  # how many labelled images the full dataset has
+    files: str  # where the files go, relative to --root (a folder:PATH entry's is its PATH)
+    official_parts: tuple[str, ...]  # the parts the source defines ("train", "val", "test")
+    default_split: tuple[float, float, float] | None  # used when the source has no test part of its own
+    download: bool  # whether `--download` can fetch it
+    photos: bool  # decoded from image files (a file index when too large for memory) rather than stored arrays
+    reader: Callable[[DatasetEntry, ReadOptions], RawDataset]
+    takes_source: bool = False  # also reads --source: an archive or folder the user downloaded
+    bundled: bool = False  # ships inside a Python package: nothing to place under --root
+    parameter: str | None = None  # what follows "name:" in a parametrised entry's name, as shown to users
+    binder: Callable[[DatasetEntry, str], DatasetEntry] | None = None  # the concrete entry for one argument
+    cache_name: str = ""  # prefix of its prepared cache folder (default: name)
+    cache_identity: str = ""  # the dataset as the prepared cache's key records it (default: name)
+
+    def __post_init__(self) -> None:
+        if (self.parameter is None) != (self.binder is None):
+            raise ValueError(f"dataset {self.name}: a parametrised entry needs both parameter and binder")
+        for attribute in ("cache_name", "cache_identity"):
+            if not getattr(self, attribute):
+                object.__setattr__(self, attribute, self.name)
+
+    @property
+    def usage(self) -> str:
+        """How a user names it: `mnist`, or `folder:PATH` for a parametrised entry."""
+        return f"{self.name}:{self.parameter}" if self.parameter else self.name
+
+    def read(self, options: ReadOptions) -> RawDataset:
+        return self.reader(self, options)
+
+    def bind(self, argument: str) -> DatasetEntry:
+        assert self.binder is not None, f"dataset {self.name} takes no argument"
+        return self.binder(self, argument)
+
+    def location(self, root: Path) -> str:
+        return self.files if self.bundled else str(Path(root) / self.files)
+
+    def present(self, root: Path) -> bool:
+        return self.bundled or (Path(root) / self.files).exists()
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register(entry: DatasetEntry) -> DatasetEntry:
+    return DATASETS.register(entry.name, entry)
+
+
+def _at_root(read: Callable[..., RawDataset]) -> Callable[[DatasetEntry, ReadOptions], RawDataset]:
+    """The reader interface for a format found under --root and downloaded there when asked."""
+
+    def read_at_root(entry: DatasetEntry, options: ReadOptions) -> RawDataset:
+        return read(Path(options.root), download=options.download)
+
+    return read_at_root
 
 
 def _fetch(name: str, where: Path, fetch: Callable[[], object]) -> None:
@@ -67,6 +147,7 @@ def _missing(name: str, where: Path, needed: list[str]) -> DataMissing:
 
 def read_digits() -> RawDataset:
     """scikit-learn's bundled 8x8 digits (no network), values 0..16 scaled to 0..255."""
+    import torch
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -79,6 +160,12 @@ def read_digits() -> RawDataset:
         skipped=[],
         location="sklearn.datasets.load_digits (bundled)",
     )
+
+
+register(DatasetEntry(name="digits", description="scikit-learn's bundled 8x8 handwritten digits (no network needed)",
+                      channels=1, size=8, num_classes=10, images=1797, files="(bundled with scikit-learn)",
+                      official_parts=("train",), default_split=(0.6, 0.2, 0.2), download=False, photos=False,
+                      bundled=True, reader=lambda entry, options: read_digits()))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------ MNIST
@@ -124,6 +211,8 @@ def _mnist_files(raw: Path) -> dict[str, tuple[Path, Path]] | None:
 
 
 def _mnist_part(images_path: Path, labels_path: Path) -> RawPart:
+    import torch
+
     images = _read_idx(images_path)
     labels = _read_idx(labels_path).astype(np.int64)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -153,6 +242,11 @@ def read_mnist(root: Path, *, download: bool = False) -> RawDataset:
         skipped=[],
         location=str(raw),
     )
+
+
+register(DatasetEntry(name="mnist", description="MNIST handwritten digits (IDX files)", channels=1, size=28,
+                      num_classes=10, images=70000, files="MNIST/raw/", official_parts=("train", "test"),
+                      default_split=None, download=True, photos=False, reader=_at_root(read_mnist)))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------ CIFAR
@@ -204,6 +298,8 @@ def _field(batch: dict, key: str, path: Path) -> object:
 
 
 def _cifar_part(layout: _CifarLayout, folder: Path, names: tuple[str, ...]) -> RawPart:
+    import torch
+
     images, labels = [], []
     for name in names:
         path = folder / name
@@ -265,6 +361,15 @@ def read_cifar100(root: Path, *, download: bool = False) -> RawDataset:
         return CIFAR100(str(root), download=True)
 
     return _read_cifar(_CIFAR100, root, download, fetch)
+
+
+register(DatasetEntry(name="cifar10", description="CIFAR-10 (python pickled batches)", channels=3, size=32,
+                      num_classes=10, images=60000, files="cifar-10-batches-py/", official_parts=("train", "test"),
+                      default_split=None, download=True, photos=False, reader=_at_root(read_cifar10)))
+register(DatasetEntry(name="cifar100", description="CIFAR-100, fine labels (python pickled batches)", channels=3,
+                      size=32, num_classes=100, images=60000, files="cifar-100-python/",
+                      official_parts=("train", "test"), default_split=None, download=True, photos=False,
+                      reader=_at_root(read_cifar100)))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------- flowers
@@ -337,62 +442,10 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
     return RawDataset(classes=_flowers_classes(), parts=parts, skipped=skipped, location=str(base))
 
 
-# ------------------------------------------------------------------------------------------------------------- pets
-
-_PETS_LISTS = {"train": "trainval.txt", "test": "test.txt"}
-_PETS_SPECIES = {"1": 0, "2": 1}  # annotation column 3: 1 = cat, 2 = dog
-
-
-def _pets_files(base: Path) -> list[str]:
-    needed = ["images", *(f"annotations/{name}" for name in _PETS_LISTS.values())]
-    return [n for n in needed if not (base / n).exists()]
-
-
-def _read_pets_list(base: Path, list_name: str, skipped: list[dict]) -> tuple[list[str], list[int]]:
-    """Parse one annotation list: "<image id> <class id> <species> <breed id>" per line, '#' starts a comment."""
-    list_path = base / "annotations" / list_name
-    paths, labels = [], []
-    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
-        fields = line.split()
-        if not fields or fields[0].startswith("#"):
-            continue
-        if len(fields) != 4 or fields[2] not in _PETS_SPECIES:
-            reason = f"not '<id> <class> <species 1|2> <breed>': {line.strip()}"
-            skipped.append({"path": f"{list_path}:{number}", "reason": reason})
-            continue
-        path = base / "images" / f"{fields[0]}.jpg"
-        if not path.is_file():
-            skipped.append({"path": str(path), "reason": f"listed in {list_name} but missing"})
-            continue
-        paths.append(str(path))
-        labels.append(_PETS_SPECIES[fields[2]])
-    return paths, labels
-
-
-def read_pets(root: Path, *, download: bool = False) -> RawDataset:
-    """Oxford-IIIT Pet as cat vs dog, in torchvision's layout root/oxford-iiit-pet/{images/, annotations/}.
-
-    Parts follow the official lists: "train" from trainval.txt, "test" from test.txt. Images in images/ named in
-    neither list (the release has a few) go to `skipped` as unlabeled.
-    """
-    base = Path(root) / "oxford-iiit-pet"
-    if _pets_files(base) and download:
-        from torchvision.datasets import OxfordIIITPet
-
-        _fetch("pets", base, lambda: OxfordIIITPet(str(root), download=True))
-    missing = _pets_files(base)
-    if missing:
-        raise _missing("pets", base, missing)
-
-    parts, skipped = {}, []
-    for part, list_name in _PETS_LISTS.items():
-        paths, labels = _read_pets_list(base, list_name, skipped)
-        parts[part] = RawPart(labels=np.asarray(labels, dtype=np.int64), paths=paths)
-    listed = {p for part in parts.values() for p in part.paths or []}
-    for path in sorted((base / "images").glob("*.jpg")):
-        if str(path) not in listed:
-            skipped.append({"path": str(path), "reason": "not in trainval.txt or test.txt (unlabeled)"})
-    return RawDataset(classes=["cat", "dog"], parts=parts, skipped=skipped, location=str(base))
+register(DatasetEntry(name="flowers102", description="Oxford Flowers-102 (official split; S3 used --split 0.5,0.2,0.3)",
+                      channels=3, size=224, num_classes=102, images=8189, files="flowers-102/",
+                      official_parts=("train", "val", "test"), default_split=None, download=True, photos=True,
+                      reader=_at_root(read_flowers102)))  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------- catsdogs
@@ -500,6 +553,76 @@ def read_catsdogs(root: Path, *, source: Path | None = None) -> RawDataset:
     return RawDataset(classes=list(_CATSDOGS_CLASSES), parts={"train": part}, skipped=skipped, location=str(folder))
 
 
+register(DatasetEntry(name="catsdogs", description="Kaggle Dogs vs Cats (give the archive or folder with --source)",
+                      channels=3, size=200, num_classes=2, images=25000, files="catsdogs/train/",
+                      official_parts=("train",), default_split=(0.64, 0.16, 0.20), download=False, photos=True,
+                      takes_source=True,
+                      reader=lambda entry, options: read_catsdogs(options.root, source=options.source)))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------------------- pets
+
+_PETS_LISTS = {"train": "trainval.txt", "test": "test.txt"}
+_PETS_SPECIES = {"1": 0, "2": 1}  # annotation column 3: 1 = cat, 2 = dog
+
+
+def _pets_files(base: Path) -> list[str]:
+    needed = ["images", *(f"annotations/{name}" for name in _PETS_LISTS.values())]
+    return [n for n in needed if not (base / n).exists()]
+
+
+def _read_pets_list(base: Path, list_name: str, skipped: list[dict]) -> tuple[list[str], list[int]]:
+    """Parse one annotation list: "<image id> <class id> <species> <breed id>" per line, '#' starts a comment."""
+    list_path = base / "annotations" / list_name
+    paths, labels = [], []
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) != 4 or fields[2] not in _PETS_SPECIES:
+            reason = f"not '<id> <class> <species 1|2> <breed>': {line.strip()}"
+            skipped.append({"path": f"{list_path}:{number}", "reason": reason})
+            continue
+        path = base / "images" / f"{fields[0]}.jpg"
+        if not path.is_file():
+            skipped.append({"path": str(path), "reason": f"listed in {list_name} but missing"})
+            continue
+        paths.append(str(path))
+        labels.append(_PETS_SPECIES[fields[2]])
+    return paths, labels
+
+
+def read_pets(root: Path, *, download: bool = False) -> RawDataset:
+    """Oxford-IIIT Pet as cat vs dog, in torchvision's layout root/oxford-iiit-pet/{images/, annotations/}.
+
+    Parts follow the official lists: "train" from trainval.txt, "test" from test.txt. Images in images/ named in
+    neither list (the release has a few) go to `skipped` as unlabeled.
+    """
+    base = Path(root) / "oxford-iiit-pet"
+    if _pets_files(base) and download:
+        from torchvision.datasets import OxfordIIITPet
+
+        _fetch("pets", base, lambda: OxfordIIITPet(str(root), download=True))
+    missing = _pets_files(base)
+    if missing:
+        raise _missing("pets", base, missing)
+
+    parts, skipped = {}, []
+    for part, list_name in _PETS_LISTS.items():
+        paths, labels = _read_pets_list(base, list_name, skipped)
+        parts[part] = RawPart(labels=np.asarray(labels, dtype=np.int64), paths=paths)
+    listed = {p for part in parts.values() for p in part.paths or []}
+    for path in sorted((base / "images").glob("*.jpg")):
+        if str(path) not in listed:
+            skipped.append({"path": str(path), "reason": "not in trainval.txt or test.txt (unlabeled)"})
+    return RawDataset(classes=["cat", "dog"], parts=parts, skipped=skipped, location=str(base))
+
+
+register(DatasetEntry(name="pets", description="Oxford-IIIT Pet as cat vs dog", channels=3, size=224, num_classes=2,
+                      images=7349, files="oxford-iiit-pet/", official_parts=("train", "test"), default_split=None,
+                      download=True, photos=True, reader=_at_root(read_pets)))  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------------- folder
 
 
@@ -543,3 +666,28 @@ def read_folder(path: Path) -> RawDataset:
         )
     part = RawPart(labels=np.asarray(labels, dtype=np.int64), paths=paths)
     return RawDataset(classes=[d.name for d in class_dirs], parts={"train": part}, skipped=skipped, location=str(path))
+
+
+FOLDER_SIZE = 64  # default side for arbitrary image trees; override with --size
+
+
+def _bind_folder(family: DatasetEntry, argument: str) -> DatasetEntry:
+    """`folder:PATH` as a dataset of its own: its classes are counted here, its files are read from PATH."""
+    name = f"{family.name}:{argument}"
+    path = Path(argument).expanduser()
+    if not path.is_dir():
+        raise UsageError(f"dataset {name!r}: folder {str(path)!r} does not exist (expected PATH/<class>/<image>)")
+    classes = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    # Every tree shares the cache folder prefix "folder"; the key tells trees apart by their absolute path (resolved
+    # without expanding ~, as caches prepared so far were keyed).
+    return replace(family, name=name, description=f"image folder {path}", num_classes=len(classes), files=str(path),
+                   parameter=None, binder=None, cache_name=family.name,
+                   cache_identity=f"{family.name}:{Path(argument).resolve()}")  # fmt: skip
+
+
+register(DatasetEntry(name="folder", parameter="PATH", binder=_bind_folder,
+                      description=f"any class-per-subfolder image tree (resized to {FOLDER_SIZE}x{FOLDER_SIZE} unless "
+                                  f"--size)",
+                      channels=3, size=FOLDER_SIZE, num_classes=0, images=0, files="", official_parts=("train",),
+                      default_split=(0.7, 0.15, 0.15), download=False, photos=True,
+                      reader=lambda entry, options: read_folder(Path(entry.files))))  # fmt: skip

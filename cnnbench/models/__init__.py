@@ -1,65 +1,41 @@
-"""Model zoo: `build_model(name, spec)` for every registered scratch model and the `fit:N` family."""
+"""Models by name: `resolve` a name to a rebuildable `ModelSpec`, `build` the spec, whatever family it belongs to.
+
+The families (zoo, fit:N, torchvision backbones) live in families.py; what they share is applied here, after a
+family builds its default architecture: recorded layer widths (widths.py), then the freezing policy.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-from cnnbench.models.fit import FIT_DROPOUT, count_fit_params, fit_net, fit_width, parse_fit
+from cnnbench.models.families import FAMILIES, ModelSpec, family_of
+from cnnbench.models.fit import count_fit_params
+from cnnbench.models.transfer import apply_freeze
+from cnnbench.models.widths import apply_widths, record_widths
 from cnnbench.models.zoo import MODELS, InputSpec
 
 
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    """Everything needed to rebuild a model from a run directory: saved as JSON next to its weights."""
+def resolve(name: str, spec: InputSpec, *, dropout: float | None = None,
+            head: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
+    """Turn a user's model name into a concrete, rebuildable spec (a `fit:N` name is resolved to its width here).
 
-    name: str
-    input: InputSpec
-    options: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "input": vars(self.input), "options": self.options}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelSpec:
-        return cls(name=data["name"], input=InputSpec(**data["input"]), options=dict(data["options"]))
-
-
-def resolve(name: str, spec: InputSpec, *, dropout: float | None = None) -> ModelSpec:
-    """Turn a user's model name into a concrete, rebuildable spec (a `fit:N` name is resolved to its width here)."""
-    budget = parse_fit(name)
-    if budget is not None:
-        options: dict[str, Any] = {"width": fit_width(spec, budget)}
-        default_dropout = FIT_DROPOUT
-    else:
-        options = {}
-        default_dropout = MODELS.get(name).default_dropout
-    dropout = default_dropout if dropout is None else dropout
-    if dropout is not None:  # recorded, so a report's dropout column says what the model used
-        options["dropout"] = dropout
-    return ModelSpec(name=name, input=spec, options=options)
+    `head` (`transfer.parse_head(...).to_dict()`) is for torchvision backbones, which otherwise get a single dense
+    layer; `dropout` is the model's own, or the head's for a backbone.
+    """
+    return family_of(name).resolve(name, spec, dropout=dropout, head=head)
 
 
 def build(model_spec: ModelSpec) -> nn.Module:
     """Rebuild a model from its spec, with its freezing policy applied (weights come from a checkpoint)."""
-    options = dict(model_spec.options)
-    freeze, freeze_bn = options.pop("freeze", None), options.pop("freeze_bn", False)
-    unfreeze = set(options.pop("unfreeze", []))  # parameters that train whatever the policy (re-initialised ones)
-    if "head" in options:  # a torchvision backbone with a new head (cnnbench finetune)
-        from cnnbench.models.transfer import build_transfer
-
-        model = build_transfer(model_spec.input, backbone=model_spec.name, head=options["head"])
-    elif model_spec.name.startswith("fit:"):
-        model = fit_net(model_spec.input, **options)
-    else:
-        model = MODELS.get(model_spec.name).build(model_spec.input, **options)
-    if freeze is not None:
-        from cnnbench.models.transfer import apply_freeze
-
-        apply_freeze(model, freeze, freeze_bn=freeze_bn)
-    train_always(model, unfreeze)
+    options = model_spec.options
+    model = FAMILIES.get(model_spec.family).build(model_spec)
+    if options.get("widths"):
+        apply_widths(model, options["widths"])
+    if options.get("freeze") is not None:
+        apply_freeze(model, options["freeze"], freeze_bn=options.get("freeze_bn", False))
+    train_always(model, set(options.get("unfreeze", [])))  # parameters that train whatever the policy (re-initialised)
     return model
 
 
@@ -75,4 +51,5 @@ def build_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> 
     return build(model_spec), model_spec
 
 
-__all__ = ["MODELS", "InputSpec", "ModelSpec", "build", "build_model", "count_fit_params", "resolve"]
+__all__ = ["FAMILIES", "MODELS", "InputSpec", "ModelSpec", "build", "build_model", "count_fit_params", "record_widths",
+           "resolve", "train_always"]  # fmt: skip

@@ -1,8 +1,9 @@
 """The budget-fitted family: `fit:N` is the widest member whose parameter count is at most N for the data's shape.
 
 The family is a plain VGG-style CNN, chosen because its size grows smoothly and monotonically with one knob:
-  stages of [Conv 3x3 'same' -> BN -> ReLU] x 2 -> MaxPool 2 (pooled before the last ReLU, which is equivalent), widths w, 2w, 4w, ... (one stage per halving while the
-  feature map stays at least 4 pixels, at most 5 stages), then global average pooling, dropout and one linear layer.
+  stages of [Conv 3x3 'same' -> BN -> ReLU] x 2 -> MaxPool 2 (pooled before the last ReLU, which is equivalent),
+  widths w, 2w, 4w, ... (one stage per halving while the feature map stays at least 4 pixels, at most 5 stages), then
+  global average pooling, dropout and one linear layer.
 Convolutions carry no bias because the BatchNorm shift that follows does that job. The width w is found by bisection
 (the count is monotonic in w), so `fit:7500` on MNIST and `fit:2000000` on CIFAR-100 are both one exact search.
 """

@@ -303,7 +303,8 @@ def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise UsageError(f"{path} is not a readable weights file ({type(error).__name__}); delete it and retry") from None
+        raise UsageError(f"{path} is not a readable weights file ({type(error).__name__}); delete it and "
+                         f"retry") from None  # fmt: skip
 
 
 def load_backbone_weights(model: TransferNet, state: dict[str, torch.Tensor]) -> list[str]:

@@ -1,8 +1,8 @@
-"""The scratch model zoo: the seed studies' architectures, rebuilt layer for layer, plus the budget-fitted family.
+"""The scratch model zoo: the seed studies' architectures, rebuilt layer for layer (the `zoo` family in families.py).
 
-Every builder is keyword-only over an `InputSpec` (channels, height, width, classes), so a model adapts to the dataset it
-is trained on; the counts in `SEED_COUNTS` are the ones the seed reports print at the seeds' own input shapes, and the
-test suite checks them. A two-class task gets a single sigmoid logit where the seed used one (S4's Dense 1), so the
+Every builder is keyword-only over an `InputSpec` (channels, height, width, classes), so a model adapts to the dataset
+it is trained on; the counts in `SEED_COUNTS` are the ones the seed reports print at the seeds' own input shapes, and
+the test suite checks them. A two-class task gets a single sigmoid logit where the seed used one (S4's Dense 1), so the
 parameter counts match Keras exactly.
 
 BatchNorm layers use PyTorch's defaults (running statistics momentum 0.1) rather than Keras' 0.99 moving average:
@@ -147,7 +147,8 @@ def mnist_722(spec: InputSpec, *, dropout: float | None = None) -> nn.Module:
 
 
 def mnist_7498(spec: InputSpec, *, dropout: float | None = 0.3) -> nn.Module:
-    """[Conv 3x3 -> ReLU -> MaxPool 2 -> BatchNorm] x3 (8, 16, 32), Dropout, Dense 32 (linear), Dense: 7,386 + 112 BN."""
+    """[Conv 3x3 -> ReLU -> MaxPool 2 -> BatchNorm] x3 (8, 16, 32), Dropout, Dense 32 (linear), Dense: 7,386 + 112
+    BatchNorm statistics."""
     layers: list[nn.Module] = []
     cin = spec.channels
     for cout in (8, 16, 32):
@@ -202,7 +203,8 @@ def cifar_basic(spec: InputSpec, *, dropout: float | None = 0.5) -> nn.Module:
 def _catsdogs(
     name: str, spec: InputSpec, *, filters: tuple[int, ...], convs_per_block: int, dropout: float
 ) -> nn.Module:
-    """[Conv 3x3 'same' ReLU (xN) -> MaxPool 2 -> Dropout 0.2] per block, Flatten, Dense 256, Dropout, sigmoid/softmax."""
+    """[Conv 3x3 'same' ReLU (xN) -> MaxPool 2 -> Dropout 0.2] per block, Flatten, Dense 256, Dropout, then a sigmoid
+    or softmax output."""
     layers: list[nn.Module] = []
     cin = spec.channels
     for cout in filters:
