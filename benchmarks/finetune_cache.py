@@ -19,10 +19,12 @@ import torch
 
 from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import Prepared, SplitData
-from cnnbench.engine import Trainer, select_device
+from cnnbench.engine import EpochCallback, build_trainer, select_device
+from cnnbench.finetune import add_feature_cache
 from cnnbench.models import ModelSpec, build
 from cnnbench.models.zoo import InputSpec
 from cnnbench.storage import write_text_atomic
+from cnnbench.training import ModelPlan
 
 
 def synthetic(images: int, size: int, classes: int = 10) -> Prepared:
@@ -45,11 +47,13 @@ def measure(prepared: Prepared, backbone: str, epochs: int, cache: bool, device)
     torch.manual_seed(0)
     config = TrainConfig(epochs=epochs, batch_size=64, cache_features=cache, device=device.type)
     start = time.perf_counter()
-    trainer = Trainer(model=build(spec), prepared=prepared, config=config, device=device)
-    setup = time.perf_counter() - start
-    seconds = []
-    trainer.fit(on_epoch_end=lambda result: seconds.append(result.seconds))
-    return {"setup_s": setup, "epoch_s": statistics.median(seconds[1:] or seconds), "cached": trainer.cached_features}
+    plan = add_feature_cache(ModelPlan(model=build(spec), spec=spec, normalization={}), config)
+    trainer = build_trainer(plan.model, prepared, config, device, trained_module=plan.trained_module,
+                            callbacks=[*plan.callbacks, EpochCallback(lambda result: seconds.append(result.seconds))])
+    setup = time.perf_counter() - start  # the features are computed when the fit starts: in the first epoch's setup
+    seconds: list[float] = []
+    trainer.fit()
+    return {"setup_s": setup, "epoch_s": statistics.median(seconds[1:] or seconds), "cached": bool(plan.callbacks)}
 
 
 def main() -> None:

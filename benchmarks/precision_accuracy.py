@@ -18,7 +18,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import PrepareOptions
 from cnnbench.evaluation import evaluate_run
 from cnnbench.storage import write_text_atomic
-from cnnbench.training import train_run
+from cnnbench.spec import ModelChoice, RunSpec
+from cnnbench.training import run as run_spec
 
 MODELS = ("mnist-722", "mnist-7498", "fit:7500")
 
@@ -37,9 +38,10 @@ def main() -> None:
             for precision in ("fp32", "bf16"):
                 accuracy[precision] = []
                 for seed in range(args.seeds):
-                    config = TrainConfig(model=model, epochs=args.epochs, batch_size=256, lr=1e-3, seed=seed,
+                    config = TrainConfig(epochs=args.epochs, batch_size=256, lr=1e-3, seed=seed,
                                          precision=precision, channels_last=False, device="cpu")  # fmt: skip
-                    run = train_run(data, config, out=Path(scratch) / "runs").run
+                    spec = RunSpec(data=data, model=ModelChoice(name=model), train=config)
+                    run = run_spec(spec, out=Path(scratch) / "runs").run
                     accuracy[precision].append(evaluate_run(run.path, split="test", device="cpu")["accuracy"])
             a, b = (statistics.mean(accuracy[p]) for p in ("fp32", "bf16"))
             sa, sb = (statistics.stdev(accuracy[p]) if args.seeds > 1 else 0.0 for p in ("fp32", "bf16"))

@@ -23,10 +23,11 @@ import torch.nn.functional as F
 from cnnbench.config import TrainConfig
 from cnnbench.data.augment import AugmentSpec
 from cnnbench.data.prepare import PrepareOptions, load_or_prepare
-from cnnbench.engine import Preprocess, Trainer, make_batches, predict, select_device
+from cnnbench.engine import Preprocess, build_trainer, make_batches, predict, select_device
 from cnnbench.models import build_model
 from cnnbench.storage import write_text_atomic
-from cnnbench.training import apply_threads, choose_format, seed_everything
+from cnnbench.resources import apply_threads, choose_format
+from cnnbench.training import seed_everything
 
 
 def test_accuracy(model, prepared, device, precision="fp32", channels_last=False) -> float:
@@ -39,13 +40,12 @@ def test_accuracy(model, prepared, device, precision="fp32", channels_last=False
 def cnnbench_run(prepared, args, seed: int, device) -> tuple[float, int]:
     seed_everything(seed, False)
     model, spec = build_model(args.model, prepared.input_spec)
-    config = TrainConfig(model=args.model, epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
+    config = TrainConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                          device=device.type)  # fmt: skip
     fmt = choose_format(model, spec, prepared, config, device, lambda m: None)
     apply_threads(fmt)
     precision, channels_last = fmt.precision, fmt.channels_last
-    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last)  # fmt: skip
+    trainer = build_trainer(model, prepared, config, device, precision=precision, channels_last=channels_last)
     seconds = 0.0
     for epoch in range(1, args.max_epochs + 1):
         start = time.perf_counter()

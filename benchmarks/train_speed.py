@@ -96,9 +96,9 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
 
     from cnnbench.config import TrainConfig
     from cnnbench.data.prepare import Prepared, SplitData
-    from cnnbench.engine import Preprocess, Trainer, make_batches, predict
+    from cnnbench.engine import Preprocess, build_trainer, make_batches, predict
     from cnnbench.models import ModelSpec
-    from cnnbench.training import apply_threads, choose_format
+    from cnnbench.resources import apply_threads, choose_format
 
     model, spec = build(case)
     n = case.batch_size * window_batches
@@ -113,8 +113,7 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     fmt = choose_format(model, model_spec, prepared, config, device, lambda m: None)
     apply_threads(fmt)
     precision, channels_last = fmt.precision, fmt.channels_last
-    trainer = Trainer(model=model, prepared=prepared, config=config, device=device, precision=precision,
-                      channels_last=channels_last)  # fmt: skip
+    trainer = build_trainer(model, prepared, config, device, precision=precision, channels_last=channels_last)
     train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case)
     batches = make_batches(prepared, "train", max(256, case.batch_size), device)
     preprocess = Preprocess([0.5] * case.channels, [0.25] * case.channels, device, augment=trainer.preprocess.augment,

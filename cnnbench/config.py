@@ -1,16 +1,12 @@
-"""The training configuration: one frozen, keyword-only dataclass, saved in every run's config.json.
+"""The `train` section of a run specification (cnnbench/spec.py): how a model is trained, not which model or data.
 
-Precedence is defaults < config file (`--config FILE`, JSON or TOML) < flags actually passed. The CLI passes only the
-flags a user typed (its options default to None), so `resolve_config` can tell "not given" from "given the default".
+One frozen, keyword-only dataclass, saved in every run's config.json under "train"; `validate_config` checks its values.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cnnbench.errors import UsageError
@@ -19,14 +15,10 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
 SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 MONITORS = ("val_loss", "val_acc")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-INITS = ("default", "glorot", "he")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    model: str = "mnist-7498"
-    dropout: float | None = None  # None: the model's own default
-    init: str = "default"  # default (PyTorch's) | glorot (Keras' default) | he
     epochs: int = 20
     batch_size: int = 128
     optimizer: str = "adam"
@@ -60,6 +52,8 @@ class TrainConfig:
     max_params: int | None = None
     backbone_lr_mult: float = 1.0  # fine-tuning: the backbone's lr is lr x this (discriminative learning rates)
     cache_features: bool = True  # fine-tuning: with a frozen backbone and no augmentation, compute features once
+    head_epochs: int = 0  # fine-tuning: train the head alone for this many epochs first (a parent run)
+    head_lr: float | None = None  # fine-tuning: the head-only phase's lr; None: lr
     eval_batch_size: int = 1024
     workers: int | None = None  # DataLoader workers for file-index datasets; None: up to 4
 
@@ -70,53 +64,6 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--config {str(path)!r} does not exist")
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as error:
-        raise UsageError(f"--config {str(path)!r} is not valid {'TOML' if path.suffix == '.toml' else 'JSON'}: {error}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {str(path)!r} must hold an object of option names and values")
-    return data
-
-
-def resolve_config(passed: dict[str, Any], config_file: Path | None = None, base: TrainConfig | None = None):
-    """defaults (or `base`) < config file < flags actually passed (None values mean 'not passed')."""
-    config = base or TrainConfig()
-    known = {f.name for f in fields(TrainConfig)}
-    layers = [load_config_file(config_file)] if config_file else []
-    layers.append({k: v for k, v in passed.items() if v is not None})
-    for layer in layers:
-        unknown = sorted(set(layer) - known)
-        if unknown:
-            raise UsageError(f"unknown training option(s) {', '.join(unknown)} in --config; known: {', '.join(sorted(known))}")
-        for name, value in layer.items():
-            _check_type(name, value)
-        config = replace(config, **layer)
-    return validate_config(config)
-
-
-_TYPE_CHECKS = {
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "str": lambda v: isinstance(v, str),
-    "None": lambda v: v is None,
-}
-
-
-def _check_type(name: str, value: Any) -> None:
-    """Config files can hold any JSON value; reject a wrong type with the option's name rather than a TypeError."""
-    declared = {f.name: f.type for f in fields(TrainConfig)}[name]
-    allowed = [part.strip() for part in str(declared).split("|")]
-    if not any(_TYPE_CHECKS[kind](value) for kind in allowed):
-        raise UsageError(f"bad {name} {value!r} in --config: expected {' or '.join(allowed)}")
 
 
 def validate_config(config: TrainConfig) -> TrainConfig:
@@ -133,14 +80,11 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     choice("schedule", config.schedule, SCHEDULES)
     choice("monitor", config.monitor, MONITORS)
     choice("precision", config.precision, PRECISIONS)
-    choice("init", config.init, INITS)
     for name in ("epochs", "batch_size", "lr", "eval_batch_size", "step_size", "plateau_patience", "max_params"):
         positive(name, getattr(config, name))
     for name in ("weight_decay", "l1", "l2", "warmup_epochs", "patience", "min_delta", "momentum", "label_smoothing",
                  "backbone_lr_mult"):  # fmt: skip
         positive(name, getattr(config, name), zero_ok=True)
-    if config.dropout is not None and not 0.0 <= config.dropout < 1.0:
-        raise UsageError(f"bad --dropout {config.dropout}: expected a probability in [0, 1)")
     for name in ("beta1", "beta2"):
         if not 0.0 <= getattr(config, name) < 1.0:
             raise UsageError(f"bad --{name} {getattr(config, name)}: expected a value in [0, 1)")
@@ -150,8 +94,12 @@ def validate_config(config: TrainConfig) -> TrainConfig:
         raise UsageError(f"bad --label-smoothing {config.label_smoothing}: expected a value in [0, 1)")
     if not 0.0 < config.gamma <= 1.0:
         raise UsageError(f"bad --gamma {config.gamma}: expected a decay factor in (0, 1]")
-    if config.seed < 0:
-        raise UsageError(f"bad --seed {config.seed}: expected a whole number >= 0")
+    if not 0 <= config.seed < 2**32:  # what numpy's and torch's seeding accept
+        raise UsageError(f"bad --seed {config.seed}: expected a whole number from 0 to 4294967295")
+    if config.head_epochs < 0:
+        raise UsageError(f"bad --head-epochs {config.head_epochs}: expected zero or more")
+    if config.head_lr is not None:
+        positive("head_lr", config.head_lr)
     if config.threads is not None and config.threads < 1:
         raise UsageError(f"bad --threads {config.threads}: expected 1 or more")
     if config.workers is not None and config.workers < 0:

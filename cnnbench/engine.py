@@ -1,8 +1,11 @@
 """The training and evaluation loops: one engine for CPU, CUDA and MPS.
 
-The engine knows nothing of files, the CLI or Optuna. It takes a model, a prepared dataset and a TrainConfig, and
-reports each finished epoch to a callback (which the run directory uses to write metrics and checkpoints, and a tuner
-can use to prune a trial). Its whole state round-trips through `state_dict()`, so a resumed run continues exactly.
+The engine knows nothing of files, the CLI or Optuna. A `Trainer` runs the loop over parts (model, batches,
+preprocessing, optimizer, schedule, early stopping) that `build_trainer` assembles from a model, a prepared dataset and
+a TrainConfig, and calls its `Callback`s at the start, after every step and after every epoch: the run directory's
+writer is one, a fine-tune's feature cache another, a search's trial pruner or a pruning schedule more. Any of them
+may end the run with a named status (`StopRun`). Its whole state round-trips through `state_dict()`, so a resumed run
+continues exactly.
 
 Speed choices, and why:
 - Data that fits in memory lives on the device as one uint8 tensor; a batch is an index slice, converted, normalised
@@ -31,7 +34,6 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.augment import AugmentSpec, parse_augment
 from cnnbench.data.prepare import Prepared, SplitData
 from cnnbench.errors import UsageError
-from cnnbench.models.transfer import backbone_frozen, parts
 
 # --- device and precision ---------------------------------------------------------------------------------------------
 
@@ -398,107 +400,80 @@ class EarlyStopping:
         return improved, self.patience > 0 and self.bad_epochs >= self.patience
 
 
-@dataclass
+class StopRun(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a callback (or by the engine when the loss diverges) to end a run with a named status, such as
+    `diverged` or a search's `pruned`; the run directory records the status and the reason in summary.json."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+class Callback:
+    """Hooks into a run; override what you need. A hook may raise StopRun to end the run with its own status.
+
+    on_fit_start: after a resumed state is loaded, before the first step (a fine-tune's feature cache starts here).
+    on_step_end: after every optimizer step; only callbacks that override it are called from the step loop, and
+        reading a device value here costs a host synchronisation per step.
+    on_epoch_end: after every epoch's validation, in the order given (the run directory's writer comes first).
+    """
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        pass
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        pass
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        pass
+
+
+class EpochCallback(Callback):
+    """A plain function as an on_epoch_end callback."""
+
+    def __init__(self, function: Callable[[EpochResult], None]) -> None:
+        self.function = function
+
+    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
+        self.function(result)
+
+
+@dataclass(eq=False)
 class Trainer:
+    """The training loop over parts assembled by `build_trainer` (or by hand): it knows nothing of how the model,
+    batches or optimizer were made, so fine-tuning, pruning and search plug in as parts and callbacks."""
+
     model: nn.Module
-    prepared: Prepared
     config: TrainConfig
     device: torch.device
+    train_batches: Any  # InMemoryBatches | StreamBatches: .iterate(generator), .num_images, len()
+    val_batches: Any
+    preprocess: Callable[..., torch.Tensor]  # uint8 batch (, generator) -> model input
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    early: EarlyStopping
+    forward: Callable[[torch.Tensor], torch.Tensor]  # what training calls: the model, maybe DDP- or compile-wrapped
+    eval_forward: Callable[[torch.Tensor], torch.Tensor]  # what evaluation calls (no gradient synchronisation)
     precision: str = "fp32"
     channels_last: bool = False
-    normalization: tuple[list[float], list[float]] | None = None  # (mean, std); default: the train split's
+    penalized: list[torch.Tensor] = field(default_factory=list)  # weights under the L1/L2 penalty
+    callbacks: list[Callback] = field(default_factory=list)
+    rank: int = 0
+    world: int = 1
     epoch: int = 0  # epochs completed
     step: int = 0
-    early: EarlyStopping = field(init=False)
 
     def __post_init__(self) -> None:
         c = self.config
-        self.model.to(self.device)
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        if self.device.type == "cpu":
-            keep_freed_memory_for_reuse()
-            if self.precision == "bf16":
-                dense_layers_in_fp32(self.model)
-        mean, std = self.normalization or (self.prepared.mean, self.prepared.std)
-        augment = parse_augment(c.augment)
-        self.rank, self.world = distributed_rank_world()
-        if c.batch_size % self.world:
-            raise UsageError(f"--batch-size {c.batch_size} must divide among {self.world} processes")
-        self.train_batches = make_batches(self.prepared, "train", c.batch_size, self.device, c.workers,
-                                          shard=(self.rank, self.world))  # fmt: skip
-        self.val_batches = make_batches(self.prepared, "val", c.eval_batch_size, self.device, c.workers)
-        self.preprocess = Preprocess(mean, std, self.device, augment=augment, channels_last=self.channels_last)
-        self.forward = self.model
-        # Only the head trains: the frozen backbone runs once per split (at the first epoch, so that a resumed run's
-        # loaded weights are the ones that make the features) and the head trains on its outputs.
-        self.cached_features = c.cache_features and not augment.enabled and backbone_frozen(self.model)
-        self.features_ready = False
-        if self.cached_features:
-            self.forward = self.model.head
-        self.eval_forward = self.forward  # evaluation needs no gradient synchronisation
-        if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
-        if c.compile:
-            self.forward = torch.compile(self.forward)
-        # Fused optimizer kernels: one call per step instead of several per parameter (about 1.35x the whole step
-        # for mnist-7498 on a 2-core CPU, where the per-parameter overhead is a large part of a small model's step).
-        fused = self.device.type in ("cpu", "cuda") or None
-        self.optimizer = OPTIMIZERS[c.optimizer](self.param_groups(), c, fused)
-        for group in self.optimizer.param_groups:
-            group.setdefault("base_lr", group["lr"])
-        self.schedule = LRSchedule(c, len(self.train_batches))
-        self.penalized = penalized_weights(self.model, c.reg_layers) if (c.l1 or c.l2) else []
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.shuffle_generator = torch.Generator().manual_seed(c.seed)
         self.augment_generator = torch.Generator(device=self.device).manual_seed(c.seed + 1 + self.rank)
-        self.early = EarlyStopping(c.monitor, c.patience, c.min_delta)
         self.rank_rng: list[dict[str, Any]] = []  # under DDP: every rank's random state at the last epoch end
-        if self.world > 1:  # each rank its own dropout masks (the weights are rank 0's: DDP broadcasts them)
-            torch.manual_seed(c.seed + 10_000 * (self.rank + 1))
-        if self.prepared.splits["val"].labels.numel() == 0 and c.patience:
-            raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
+        self.has_validation = self.val_batches.num_images > 0
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters; with backbone_lr_mult != 1 the backbone gets its own group at lr x mult."""
-        c = self.config
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        if c.backbone_lr_mult == 1.0:
-            return [{"params": [p for _, p in named]}]
-        head = [p for n, p in named if n.startswith("head.")]
-        body = [p for n, p in named if not n.startswith("head.")]
-        return [g for g in ({"params": body, "lr": c.lr * c.backbone_lr_mult}, {"params": head, "lr": c.lr})
-                if g["params"]]  # fmt: skip
-
-    def ensure_features(self) -> None:
-        if self.cached_features and not self.features_ready:
-            # every rank holds all features (its share of each global batch changes every epoch) and trains on its share
-            self.train_batches = self.feature_batches(self.train_batches, self.config.batch_size,
-                                                      shard=(self.rank, self.world))  # fmt: skip
-            self.val_batches = self.feature_batches(self.val_batches, self.config.eval_batch_size)
-            self.preprocess = lambda features, generator=None: features
-            self.features_ready = True
-
-    @torch.inference_mode()
-    def feature_batches(self, batches, batch_size: int, shard: tuple[int, int] = (0, 1)) -> InMemoryBatches:
-        """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
-        body, _ = parts(self.model)
-        transfer = body is getattr(self.model, "backbone", None)  # a fine-tune head flattens; a zoo model's forward does
-        body.eval()
-        features, labels = [], []
-        for images, y in batches.iterate(None):
-            with self.autocast():
-                out = body(self.preprocess(images)).float()
-            features.append(out if transfer else torch.flatten(out, 1))
-            labels.append(y)
-        if not features:
-            empty = torch.zeros(0, device=self.device)
-            return InMemoryBatches(SplitData(labels=empty.long(), images=empty), batch_size, self.device, shard)
-        split = SplitData(labels=torch.cat(labels), images=torch.cat(features))
-        return InMemoryBatches(split, batch_size, self.device, shard)
+    @property
+    def step_callbacks(self) -> list[Callback]:
+        return [cb for cb in self.callbacks if type(cb).on_step_end is not Callback.on_step_end]
 
     def autocast(self):
         dtype = AUTOCAST_DTYPES.get(self.precision)
@@ -516,8 +491,8 @@ class Trainer:
 
     def train_epoch(self, progress: Progress | None) -> tuple[float, float, float, float]:
         c = self.config
-        self.ensure_features()
         self.model.train()
+        step_callbacks = self.step_callbacks
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
@@ -546,6 +521,8 @@ class Trainer:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.step += 1
+            for callback in step_callbacks:
+                callback.on_step_end(self)
             n = labels.shape[0]
             seen += n
             loss_sum += loss.detach() * n
@@ -565,7 +542,6 @@ class Trainer:
     @torch.inference_mode()
     def evaluate(self, batches) -> tuple[float, float]:
         """Mean loss and accuracy over a split (no augmentation, inference mode)."""
-        self.ensure_features()
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
@@ -580,18 +556,26 @@ class Trainer:
             return math.nan, math.nan
         return float(loss_sum) / seen, float(correct) / seen
 
-    def fit(self, on_epoch_end: Callable[[EpochResult], None] | None = None,
-            progress: Progress | None = None) -> None:  # fmt: skip
-        """Train from `self.epoch` to config.epochs (or until early stopping); `on_epoch_end` sees every epoch."""
+    def fit(self, progress: Progress | None = None) -> None:
+        """Train from `self.epoch` to config.epochs, until early stopping, or until a callback raises StopRun.
+
+        A loss that stops being finite ends the run at once with status `diverged` (after the epoch's row is written
+        by the callbacks): NaN is never a best epoch, and NaN epochs also run many times slower."""
         c = self.config
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         while self.epoch < c.epochs:
             if progress is not None:
                 progress.start_epoch(self.epoch + 1, c.epochs, len(self.train_batches))  # same count once cached
             train_loss, train_acc, seconds, lr = self.train_epoch(progress)
             val_loss, val_acc = self.evaluate(self.val_batches)
             self.epoch += 1
-            self.schedule.end_epoch(val_loss)
-            improved, stop = self.early.update(self.epoch, val_loss if c.monitor == "val_loss" else val_acc)
+            diverged = not math.isfinite(train_loss) or (self.has_validation and not math.isfinite(val_loss))
+            if diverged:
+                improved, stop = False, True
+            else:
+                self.schedule.end_epoch(val_loss)
+                improved, stop = self.early.update(self.epoch, val_loss if c.monitor == "val_loss" else val_acc)
             result = EpochResult(epoch=self.epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
                                  val_loss=val_loss, val_acc=val_acc, seconds=seconds,
                                  images_per_s=self.train_batches.num_images / max(seconds, 1e-9),
@@ -599,8 +583,13 @@ class Trainer:
             if progress is not None:
                 progress.end_epoch(result)
             self.gather_rank_rng()  # before rank 0's on_epoch_end writes the checkpoint
-            if on_epoch_end is not None:
-                on_epoch_end(result)
+            for callback in self.callbacks:
+                callback.on_epoch_end(self, result)
+            if diverged:
+                loss = train_loss if not math.isfinite(train_loss) else val_loss
+                which = "training" if not math.isfinite(train_loss) else "validation"
+                raise StopRun("diverged", f"the {which} loss became {loss} in epoch {self.epoch} at lr {lr:.3g}; "
+                                          f"try a lower --lr (or --clip-grad, or a warmup with --warmup-epochs)")
             if stop:
                 break
 
@@ -652,6 +641,70 @@ class Trainer:
         self.augment_generator.set_state(rng["augment"])
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
+
+
+def build_trainer(model: nn.Module, prepared: Prepared, config: TrainConfig, device: torch.device, *,
+                  precision: str = "fp32", channels_last: bool = False,
+                  normalization: tuple[list[float], list[float]] | None = None, trained_module: nn.Module | None = None,
+                  callbacks: list[Callback] | tuple[Callback, ...] = ()) -> Trainer:  # fmt: skip
+    """The standard parts for a model and a prepared dataset: device and memory format, batches, preprocessing,
+    optimizer, schedule, penalties, early stopping, DDP and compile.
+
+    `trained_module` is what the training step calls when it is not the whole model (a fine-tune's head trained on
+    cached backbone features: see finetune.FeatureCache); `normalization` is (mean, std), default the train split's.
+    Checks that can fail (penalised layers, early stopping without validation, batch size per process) fail here,
+    before any run directory exists."""
+    c = config
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()
+        if precision == "bf16":
+            dense_layers_in_fp32(model)
+    mean, std = normalization or (prepared.mean, prepared.std)
+    augment = parse_augment(c.augment)
+    rank, world = distributed_rank_world()
+    if c.batch_size % world:
+        raise UsageError(f"--batch-size {c.batch_size} must divide among {world} processes")
+    if prepared.splits["val"].labels.numel() == 0 and c.patience:
+        raise UsageError("early stopping (--patience) needs a validation split, but this dataset's is empty")
+    penalized = penalized_weights(model, c.reg_layers) if (c.l1 or c.l2) else []
+    eval_forward = trained_module or model
+    forward = eval_forward
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device.index] if device.type == "cuda" else None)
+    if c.compile:
+        forward = torch.compile(forward)
+    # Fused optimizer kernels: one call per step instead of several per parameter (about 1.35x the whole step for
+    # mnist-7498 on a 2-core CPU, where the per-parameter overhead is a large part of a small model's step).
+    optimizer = OPTIMIZERS[c.optimizer](param_groups(model, c), c, device.type in ("cpu", "cuda") or None)
+    for group in optimizer.param_groups:
+        group.setdefault("base_lr", group["lr"])
+    train_batches = make_batches(prepared, "train", c.batch_size, device, c.workers, shard=(rank, world))
+    if world > 1:  # each rank its own dropout masks (the weights are rank 0's: DDP broadcasts them)
+        torch.manual_seed(c.seed + 10_000 * (rank + 1))
+    return Trainer(model=model, config=c, device=device, train_batches=train_batches,
+                   val_batches=make_batches(prepared, "val", c.eval_batch_size, device, c.workers),
+                   preprocess=Preprocess(mean, std, device, augment=augment, channels_last=channels_last),
+                   optimizer=optimizer, schedule=LRSchedule(c, len(train_batches)),
+                   early=EarlyStopping(c.monitor, c.patience, c.min_delta), forward=forward,
+                   eval_forward=eval_forward, precision=precision, channels_last=channels_last, penalized=penalized,
+                   callbacks=list(callbacks), rank=rank, world=world)  # fmt: skip
+
+
+def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """Trainable parameters; with backbone_lr_mult != 1 the body (everything but `head.`, the name every cnnbench
+    model gives its classifier) gets its own group at lr x mult."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if config.backbone_lr_mult == 1.0:
+        return [{"params": [p for _, p in named]}]
+    head = [p for n, p in named if n.startswith("head.")]
+    body = [p for n, p in named if not n.startswith("head.")]
+    return [g for g in ({"params": body, "lr": config.lr * config.backbone_lr_mult}, {"params": head, "lr": config.lr})
+            if g["params"]]  # fmt: skip
 
 
 def distributed_rank_world() -> tuple[int, int]:

@@ -9,131 +9,170 @@ run directory.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cnnbench.config import TrainConfig
-from cnnbench.data.prepare import Prepared, PrepareOptions
+from cnnbench.data.prepare import Prepared, SplitData
+from cnnbench.engine import Callback, InMemoryBatches, Trainer
 from cnnbench.errors import UsageError
 from cnnbench.runs import RunDir
+from cnnbench.spec import RunSpec
 from cnnbench.training import Log, ModelPlan, RunResult, dataset_normalization, train_with_plan
 
 
-@dataclass(frozen=True, kw_only=True)
-class FinetuneOptions:
-    backbone: str | None = None  # a torchvision name (or a seed alias); None with weights run:... = the run's model
-    weights: str = "imagenet"  # imagenet | none | PATH | run:RUN_DIR
-    head: str | None = None  # linear | extended | mlp:W1,W2,...; None with weights run:... = the run's head
-    units: int = 256
-    activation: str = "relu"
-    pool: str | None = None  # avg | flatten | max2; None = the head's default
-    freeze: str | None = None  # None: "all" with pretrained weights, "none" from scratch (--weights none)
-    freeze_bn: bool = False
-    head_epochs: int = 0
-    head_lr: float | None = None
-
-
-# Training defaults where fine-tuning differs from `train`: S3 penalises (--l1/--l2) the new head, not the pretrained body.
-FINETUNE_DEFAULTS = TrainConfig(reg_layers="head.*")
-
-
-def finetune_run(data: PrepareOptions, config: TrainConfig, options: FinetuneOptions, *,
-                 out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
-                 on_epoch_end=None) -> RunResult:  # fmt: skip
+def finetune_run(spec: RunSpec, *, out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
+                 callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
     log = log or (lambda message: None)
-    if options.head_epochs < 0:
-        raise UsageError(f"bad --head-epochs {options.head_epochs}: expected zero or more")
-    if options.head_lr is not None and not options.head_lr > 0:
-        raise UsageError(f"bad --head-lr {options.head_lr}: expected a learning rate greater than zero")
-    if options.freeze is None:  # a random backbone is no feature extractor: the from-scratch baseline trains it all
-        options = replace(options, freeze="none" if options.weights == "none" else "all")
-    if options.head_epochs:
-        head_config = replace(config, epochs=options.head_epochs, lr=options.head_lr or config.lr)
-        log(f"phase 1: {options.head_epochs} epoch(s) training the head on the frozen backbone")
-        first = finetune_run(data, head_config, replace(options, freeze="all", freeze_bn=False, head_epochs=0),
-                             out=out, progress=progress, log=log)  # fmt: skip
+    model, config = spec.model, spec.train
+    if model.weights is None:
+        spec = replace(spec, model=replace(model, weights="imagenet"))
+        model = spec.model
+    if model.freeze is None:  # a random backbone is no feature extractor: the from-scratch baseline trains it all
+        spec = replace(spec, model=replace(model, freeze="none" if model.weights == "none" else "all"))
+    if config.head_epochs:
+        head_spec = replace(spec, model=replace(spec.model, freeze="all", freeze_bn=False),
+                            train=replace(config, epochs=config.head_epochs, lr=config.head_lr or config.lr,
+                                          head_epochs=0, head_lr=None))  # fmt: skip
+        log(f"phase 1: {config.head_epochs} epoch(s) training the head on the frozen backbone")
+        first = finetune_run(head_spec, out=out, progress=progress, log=log)
         if first.status != "completed":
             return first
-        log(f"phase 2: fine-tuning with --freeze {options.freeze} from {first.run.path}")
-        options = replace(options, weights=f"run:{first.run.path}", head_epochs=0, backbone=None)
-    return train_with_plan(data, config, lambda prepared: plan(prepared, config, options, log), out=out, progress=progress,
-                  log=log, on_epoch_end=on_epoch_end)
+        log(f"phase 2: fine-tuning with --freeze {spec.model.freeze} from {first.run.path}")
+        spec = replace(spec, model=replace(spec.model, weights=f"run:{first.run.path}", name=None),
+                       train=replace(config, head_epochs=0, head_lr=None))  # fmt: skip
+    return train_with_plan(spec, lambda prepared: plan(prepared, spec, log), out=out, progress=progress, log=log,
+                           callbacks=callbacks)  # fmt: skip
 
 
-def plan(prepared: Prepared, config: TrainConfig, options: FinetuneOptions, log: Log) -> ModelPlan:
+def plan(prepared: Prepared, spec: RunSpec, log: Log) -> ModelPlan:
     from cnnbench.models import ModelSpec, build
     from cnnbench.models.transfer import parse_freeze, parse_head, resolve_backbone
 
-    parse_freeze(options.freeze)
+    choice, config = spec.model, spec.train
+    parse_freeze(choice.freeze)
     spec_in = prepared.input_spec
-    head_options = dict(units=options.units, pool=options.pool, activation=options.activation,
-                        dropout=config.dropout or 0.0)  # fmt: skip
-    freezing = {"freeze": options.freeze, "freeze_bn": options.freeze_bn}
-    if options.weights.startswith("run:"):
-        return _from_run(prepared, options, head_options, freezing, log)
-    if options.backbone is None:
+    head_options = dict(units=choice.head.units, pool=choice.head.pool, activation=choice.head.activation,
+                        dropout=choice.dropout or 0.0)  # fmt: skip
+    freezing = {"freeze": choice.freeze, "freeze_bn": choice.freeze_bn}
+    if choice.weights.startswith("run:"):
+        return add_feature_cache(_from_run(prepared, spec, head_options, freezing, log), config, log)
+    if choice.name is None:
         raise UsageError("--backbone is required (see `cnnbench models`), unless --weights run:RUN_DIR names a run")
-    entry, alias_note = resolve_backbone(options.backbone)
+    entry, alias_note = resolve_backbone(choice.name)
     if alias_note:
         log(f"note: {alias_note}")
-    head = parse_head(options.head or "linear", **head_options).to_dict()
-    spec = ModelSpec(name=entry.name, input=spec_in, options={"head": head, **freezing})
-    model = build(spec)
-    weights: dict[str, Any] = {"source": options.weights}
-    if options.weights == "none":
+    head = parse_head(choice.head.kind or "linear", **head_options).to_dict()
+    model_spec = ModelSpec(name=entry.name, input=spec_in, options={"head": head, **freezing})
+    model = build(model_spec)
+    weights: dict[str, Any] = {"source": choice.weights}
+    if choice.weights == "none":
         from cnnbench.engine import initialise
 
-        initialise(model, config.init)
+        initialise(model, choice.init)
         normalization = dataset_normalization(prepared)
-        weights["init"] = config.init
+        weights["init"] = choice.init
     else:
         normalization = _imagenet_normalization(entry.name)
-        if options.weights == "imagenet":
+        if choice.weights == "imagenet":
             from cnnbench.models.transfer import imagenet_state_dict, imagenet_weights_path
 
             state = imagenet_state_dict(entry.name)
             weights["file"] = str(imagenet_weights_path(entry.name))
         else:
-            state = _weights_file(Path(options.weights))
-            weights["file"] = str(Path(options.weights).resolve())
+            state = _weights_file(Path(choice.weights))
+            weights["file"] = str(Path(choice.weights).resolve())
         _load_backbone(model, state)
         if spec_in.height < 64:
             log(f"note: {entry.name}'s weights were trained on 224x224 images; these are {spec_in.height}x"
                 f"{spec_in.width} (S2 found upscaling with --size 224 helps)")  # fmt: skip
     if alias_note:
         weights["alias"] = alias_note
-    return ModelPlan(model=model, spec=spec, normalization=normalization, kind="finetune",
-                     extra={"finetune": {"backbone": entry.name, "weights": weights, **freezing,
-                                         "head": head}})  # fmt: skip
+    return add_feature_cache(ModelPlan(model=model, spec=model_spec, normalization=normalization, kind="finetune",
+                                       extra={"finetune": {"backbone": entry.name, "weights": weights, **freezing,
+                                                           "head": head}}), config, log)  # fmt: skip
 
 
-def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[str, Any],
-              freezing: dict[str, Any], log: Log) -> ModelPlan:  # fmt: skip
+def add_feature_cache(plan: ModelPlan, config: TrainConfig, log: Log | None = None) -> ModelPlan:
+    """With a frozen backbone and no augmentation, train the head on features the backbone computes once."""
+    from cnnbench.data.augment import parse_augment
+    from cnnbench.models.transfer import backbone_frozen
+
+    if config.cache_features and not parse_augment(config.augment).enabled and backbone_frozen(plan.model):
+        plan.callbacks.append(FeatureCache())
+        plan.trained_module = plan.model.head
+        if log is not None:
+            log("backbone frozen and no augmentation: training the head on backbone features computed once")
+    return plan
+
+
+class FeatureCache(Callback):
+    """Only the head trains: the frozen backbone runs once per split and the head trains on its outputs.
+
+    The features are made when the fit starts, so that a resumed run's loaded weights are the ones that make them.
+    The trainer's step calls the head (`trained_module`), so the batches become feature batches and preprocessing
+    the identity."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        # every rank holds all features (its share of each global batch changes every epoch) and trains on its share
+        trainer.train_batches = self.feature_batches(trainer, trainer.train_batches, trainer.config.batch_size,
+                                                     shard=(trainer.rank, trainer.world))  # fmt: skip
+        trainer.val_batches = self.feature_batches(trainer, trainer.val_batches, trainer.config.eval_batch_size)
+        trainer.preprocess = lambda features, generator=None: features
+
+    @staticmethod
+    @torch.inference_mode()
+    def feature_batches(trainer: Trainer, batches, batch_size: int, shard: tuple[int, int] = (0, 1)) -> InMemoryBatches:
+        """The frozen backbone's outputs for a whole split, held on the device as one tensor."""
+        from cnnbench.models.transfer import parts
+
+        body, _ = parts(trainer.model)
+        transfer = body is getattr(trainer.model, "backbone", None)  # a fine-tune head flattens; a zoo model's forward does
+        body.eval()
+        features, labels = [], []
+        for images, y in batches.iterate(None):
+            with trainer.autocast():
+                out = body(trainer.preprocess(images)).float()
+            features.append(out if transfer else torch.flatten(out, 1))
+            labels.append(y)
+        if not features:
+            empty = torch.zeros(0, device=trainer.device)
+            return InMemoryBatches(SplitData(labels=empty.long(), images=empty), batch_size, trainer.device, shard)
+        split = SplitData(labels=torch.cat(labels), images=torch.cat(features))
+        return InMemoryBatches(split, batch_size, trainer.device, shard)
+
+
+def _from_run(prepared: Prepared, spec: RunSpec, head_options: dict[str, Any], freezing: dict[str, Any],
+              log: Log) -> ModelPlan:  # fmt: skip
     """Start from a cnnbench run's best weights: its architecture rebuilt for this dataset's shape and classes."""
     from cnnbench.models import ModelSpec, build, train_always
     from cnnbench.models.transfer import load_matching, parse_head
 
-    parent = RunDir.open(Path(options.weights[len("run:") :]))
+    choice = spec.model
+    parent = RunDir.open(Path(choice.weights[len("run:") :]))
     parent_config = parent.config()
     parent_spec = ModelSpec.from_dict(parent_config["model"])
-    if options.backbone is not None and options.backbone != parent_spec.name:
-        raise UsageError(f"--backbone {options.backbone} differs from the model of {parent.name} "
+    if choice.name is not None and choice.name != parent_spec.name:
+        raise UsageError(f"--backbone {choice.name} differs from the model of {parent.name} "
                          f"({parent_spec.name}); leave --backbone out when starting from a run")  # fmt: skip
     inherited = {k: v for k, v in parent_spec.options.items() if k not in ("freeze", "freeze_bn")}
-    if options.head is not None:
+    if choice.head.kind is not None:
         if "head" not in inherited:
             raise UsageError(f"--head applies to torchvision backbones; {parent.name} is a {parent_spec.name} run, "
                              f"whose own head is kept (leave --head out)")  # fmt: skip
-        inherited["head"] = parse_head(options.head, **head_options).to_dict()
-    spec = ModelSpec(name=parent_spec.name, input=prepared.input_spec, options={**inherited, **freezing})
-    model = build(spec)
+        inherited["head"] = parse_head(choice.head.kind, **head_options).to_dict()
+    model_spec = ModelSpec(name=parent_spec.name, input=prepared.input_spec, options={**inherited, **freezing})
+    model = build(model_spec)
     loaded, reinitialised = load_matching(model, parent.load_checkpoint("best")["model"])
     if reinitialised:
         # A layer that starts from scratch must train, whatever the freezing policy; the spec records it so that a
         # resumed run rebuilds the same trainable set.
         unfreeze = [name for name, _ in model.named_parameters() if name in reinitialised]
-        spec = ModelSpec(name=spec.name, input=spec.input, options={**spec.options, "unfreeze": unfreeze})
+        model_spec = ModelSpec(name=model_spec.name, input=model_spec.input,
+                               options={**model_spec.options, "unfreeze": unfreeze})
         train_always(model, unfreeze)  # what build(spec) would do, without building and loading twice
         log(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised and trained (shape changed): "
             f"{', '.join(reinitialised[:6])}{' ...' if len(reinitialised) > 6 else ''}")  # fmt: skip
@@ -141,7 +180,7 @@ def _from_run(prepared: Prepared, options: FinetuneOptions, head_options: dict[s
     normalization = parent_config["normalization"]
     if len(normalization["mean"]) != prepared.input_spec.channels:  # other channels: the parent's stats do not apply
         normalization = dataset_normalization(prepared)
-    return ModelPlan(model=model, spec=spec, normalization=normalization, kind="finetune",
+    return ModelPlan(model=model, spec=model_spec, normalization=normalization, kind="finetune",
                      extra={"parent": str(parent.path),
                             "finetune": {"backbone": parent_spec.name, "weights": weights, **freezing,
                                          "head": inherited.get("head")}})  # fmt: skip

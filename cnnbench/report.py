@@ -71,11 +71,22 @@ def run_row(run: RunDir) -> dict[str, Any]:
         "synthetic_data": config.get("prepared", {}).get("synthetic", False),
         "path": str(run.path),
     }
+    # Every option of the run's specification under its dotted name (train.lr, model.head.units, data.size), so a
+    # table can show whatever a search varied; runs from before specifications have none of these columns.
+    row.update({name: value for name, value in _dotted(config.get("spec") or {}) if name not in row})
     for split, result in run.evaluations().items():
         for key in EVAL_KEYS:
             if key in result:
                 row[f"{split}_{key}"] = result[key]
     return row
+
+
+def _dotted(section: dict[str, Any], prefix: str = ""):
+    for key, value in section.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def collect(paths: list[Path]) -> pd.DataFrame:

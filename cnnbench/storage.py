@@ -1,6 +1,8 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename over the target.
 
-A reader (or a crash) therefore sees either the old file or the new one, never half of it.
+A reader (or a crash) therefore sees either the old file or the new one, never half of it. The file gets the mode any
+newly created file would (0666 less the umask), not mkstemp's private 0600: results folders are shared with a group,
+served by web servers and copied into CI artifacts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -27,6 +30,13 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def jsonable(obj: Any) -> Any:

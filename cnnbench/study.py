@@ -13,7 +13,9 @@ from typing import Any
 
 from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import PrepareOptions
+from cnnbench.errors import CheckFailed
 from cnnbench.registry import Registry
+from cnnbench.spec import ModelChoice, RunSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,20 +37,25 @@ class Study:
 STUDIES: Registry[Study] = Registry("study")
 
 
-def train_and_evaluate(context: StudyContext, data: PrepareOptions, configs: list[TrainConfig],
-                       splits: tuple[str, ...] = ("test",)) -> list[Path]:  # fmt: skip
-    """Train each config into context.out/runs, evaluate it on `splits`, and return the run directories."""
+def train_and_evaluate(context: StudyContext, specs: list[RunSpec], splits: tuple[str, ...] = ("test",)) -> list[Path]:
+    """Run each spec into context.out/runs, evaluate it on `splits`, and return the run directories.
+
+    A run that does not complete stops the study: Ctrl-C (interrupted) as an interruption, anything else (diverged,
+    failed) as a failed check naming the run and why, so a Makefile sees exit 1, not 130."""
     from cnnbench.evaluation import evaluate_run
-    from cnnbench.training import train_run
+    from cnnbench.training import run
 
     runs = []
-    for config in configs:
+    for spec in specs:
         if context.epochs is not None:
-            config = replace(config, epochs=context.epochs)
-        with context.progress(config.model) as progress:
-            result = train_run(data, config, out=context.out / "runs", progress=progress, log=context.log)
+            spec = spec.with_values({"train.epochs": context.epochs})
+        with context.progress(spec.model_name) as progress:
+            result = run(spec, out=context.out / "runs", progress=progress, log=context.log)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
         if result.status != "completed":
-            raise KeyboardInterrupt  # the run said so in its summary; stop the study here
+            raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
+                              f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
         for split in splits:
             evaluate_run(result.run.path, split=split)
         runs.append(result.run.path)
@@ -69,10 +76,10 @@ def tabulate(context: StudyContext, runs: list[Path], columns: list[str]) -> dic
 
 def demo(context: StudyContext) -> dict[str, Any]:
     """S1's recipe (Adam 1e-3, batch 256, 100 epochs, 7,500-parameter budget) on the bundled digits at 28x28."""
-    data = PrepareOptions(dataset="digits", root=context.root, size=28, seed=0)
-    base = TrainConfig(epochs=100, batch_size=256, lr=1e-3, optimizer="adam", seed=0, max_params=7500)
-    configs = [replace(base, model=name) for name in ("mnist-722", "mnist-7498", "fit:7500")]
-    runs = train_and_evaluate(context, data, configs)
+    base = RunSpec(data=PrepareOptions(dataset="digits", root=context.root, size=28, seed=0),
+                   train=TrainConfig(epochs=100, batch_size=256, lr=1e-3, optimizer="adam", seed=0, max_params=7500))
+    specs = [replace(base, model=ModelChoice(name=name)) for name in ("mnist-722", "mnist-7498", "fit:7500")]
+    runs = train_and_evaluate(context, specs)
     columns = ["model", "params", "keras_params", "epochs", "best_epoch", "accuracy", "val_accuracy", "test_accuracy",
                "test_f1_weighted", "seconds_per_epoch", "images_per_s", "device"]  # fmt: skip
     return tabulate(context, runs, columns)

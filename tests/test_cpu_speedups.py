@@ -154,7 +154,7 @@ def test_dropout_near_zero_or_one_falls_back_to_pytorch():
 
 def test_a_run_without_a_thread_choice_gets_the_default_back():
     from cnnbench.engine import DEFAULT_THREADS
-    from cnnbench.training import Format, apply_threads
+    from cnnbench.resources import Format, apply_threads
 
     try:
         apply_threads(Format("fp32", False, 1, {}))

@@ -8,15 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnbench.config import TrainConfig
-from cnnbench.finetune import FinetuneOptions, finetune_run
-from cnnbench.training import resume_run, train_run
-from tests.helpers import DIGITS28, StopAfter, digits
+from cnnbench.training import resume_run
+from cnnbench.training import run as run_spec
+from tests.helpers import DIGITS28, StopAfter, digits, finetune_spec, spec
 
 
 def test_without_a_validation_split_the_last_epoch_is_kept(data_root, tmp_path):
-    result = train_run(digits(data_root, split=(0.8, 0.0, 0.2)), TrainConfig(model="mnist-722", epochs=3, lr=1e-2),
-                       out=tmp_path)  # fmt: skip
+    result = run_spec(spec(digits(data_root, split=(0.8, 0.0, 0.2)), "mnist-722", epochs=3, lr=1e-2), out=tmp_path)
     assert result.summary["best_epoch"] == 3
     best = result.run.load_checkpoint("best")["model"]
     last = result.run.load_checkpoint("last")["model"]
@@ -24,18 +22,18 @@ def test_without_a_validation_split_the_last_epoch_is_kept(data_root, tmp_path):
 
 
 def test_resuming_a_frozen_backbone_fine_tune_matches_an_uninterrupted_one(data_root, tmp_path):
-    parent = train_run(digits(data_root), TrainConfig(model="mnist-7498", epochs=1), out=tmp_path / "parent").run
-    config = TrainConfig(epochs=3, precision="fp32", channels_last=False)
-    options = FinetuneOptions(weights=f"run:{parent.path}")
-    straight = finetune_run(digits(data_root), config, options, out=tmp_path / "a")
-    stopped = finetune_run(digits(data_root), config, options, out=tmp_path / "b", on_epoch_end=StopAfter(1))
+    parent = run_spec(spec(digits(data_root), "mnist-7498", epochs=1), out=tmp_path / "parent").run
+    config = finetune_spec(digits(data_root), weights=f"run:{parent.path}", epochs=3, precision="fp32",
+                           channels_last=False)  # fmt: skip
+    straight = run_spec(config, out=tmp_path / "a")
+    stopped = run_spec(config, out=tmp_path / "b", callbacks=[StopAfter(1)])
     resumed = resume_run(stopped.run.path)
     assert [r["val_loss"] for r in resumed.run.metrics()] == pytest.approx(
         [r["val_loss"] for r in straight.run.metrics()], rel=1e-6)  # fmt: skip
 
 
 def test_an_early_stopped_run_is_not_trained_again_by_a_plain_resume(cli, data_root, tmp_path):
-    result = train_run(digits(data_root), TrainConfig(model="mnist-722", epochs=10, patience=1, min_delta=5.0),
+    result = run_spec(spec(digits(data_root), "mnist-722", epochs=10, patience=1, min_delta=5.0),
                        out=tmp_path)  # fmt: skip
     assert result.summary["stopped_early"]
     before = (result.run.path / "summary.json").read_text()
@@ -52,8 +50,8 @@ def test_a_check_that_fails_before_training_leaves_no_run_directory(cli, data_ro
 
 
 def test_resume_refuses_options_it_would_ignore(cli, data_root, tmp_path):
-    stopped = train_run(digits(data_root), TrainConfig(model="mnist-722", epochs=3), out=tmp_path,
-                        on_epoch_end=StopAfter(1))  # fmt: skip
+    stopped = run_spec(spec(digits(data_root), "mnist-722", epochs=3), out=tmp_path,
+                        callbacks=[StopAfter(1)])  # fmt: skip
     result = cli("train", "--resume", stopped.run.path, "--size", "64", "--out", tmp_path / "elsewhere")
     assert result.code == 2
     assert "--out" in result.err and "--size" in result.err

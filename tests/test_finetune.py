@@ -15,14 +15,13 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import PrepareOptions
 from cnnbench.errors import UsageError
-from cnnbench.finetune import FinetuneOptions, finetune_run
 from cnnbench.models import InputSpec, ModelSpec, build
 from cnnbench.models.transfer import apply_freeze, build_transfer, imagenet_weights_path, parse_head, resolve_backbone
 from cnnbench.runs import RunDir
-from cnnbench.training import train_run
+from cnnbench.training import run as run_spec
+from tests.helpers import finetune_spec, spec
 
 DIGITS32 = ["--dataset", "digits", "--size", "32"]
 RGB32 = InputSpec(channels=3, height=32, width=32, num_classes=10)
@@ -251,12 +250,12 @@ def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_pat
     weights = tmp_path / "resnet18.pth"
     torch.save(state, weights)
     data = PrepareOptions(dataset="digits", root=data_root, size=32)
-    options = FinetuneOptions(backbone="resnet18", weights=str(weights), freeze="all")
     runs, logs = {}, {}
     for cache in (True, False):
         logs[cache] = []
-        config = TrainConfig(epochs=2, batch_size=64, lr=3e-3, seed=5, cache_features=cache)
-        result = finetune_run(data, config, options, out=tmp_path / f"cache-{cache}", log=logs[cache].append)
+        config = finetune_spec(data, backbone="resnet18", weights=str(weights), freeze="all", epochs=2, batch_size=64,
+                               lr=3e-3, seed=5, cache_features=cache)  # fmt: skip
+        result = run_spec(config, out=tmp_path / f"cache-{cache}", log=logs[cache].append)
         assert result.status == "completed"
         runs[cache] = result.run
     assert any("features computed once" in line for line in logs[True])
@@ -365,7 +364,7 @@ def test_head_epochs_make_a_parent_head_run_then_a_fine_tune(cli, data_root, tmp
 def digits_run(data_root, tmp_path_factory) -> Path:
     """A trained mnist-7498 run on the ten digits (head: dropout, Dense 32, Dense 10)."""
     data = PrepareOptions(dataset="digits", root=data_root, size=28)
-    result = train_run(data, TrainConfig(model="mnist-7498", epochs=2, lr=3e-3, seed=1),
+    result = run_spec(spec(data, "mnist-7498", epochs=2, lr=3e-3, seed=1),
                        out=tmp_path_factory.mktemp("own"))  # fmt: skip
     assert result.status == "completed"
     return result.run.path
@@ -459,9 +458,9 @@ def test_seed_aliases_resolve_to_the_closest_torchvision_backbone_with_a_note():
 
 def test_an_alias_is_recorded_in_the_run(data_root, tmp_path):
     logs: list[str] = []
-    result = finetune_run(PrepareOptions(dataset="digits", root=data_root, size=32, classes=2),
-                          TrainConfig(epochs=1, seed=0), FinetuneOptions(backbone="resnet50v2", weights="none"),
-                          out=tmp_path, log=logs.append)  # fmt: skip
+    result = run_spec(finetune_spec(PrepareOptions(dataset="digits", root=data_root, size=32, classes=2),
+                                    backbone="resnet50v2", weights="none", epochs=1, seed=0),
+                      out=tmp_path, log=logs.append)  # fmt: skip
     config = result.run.config()
     assert config["model"]["name"] == config["finetune"]["backbone"] == "resnet50"
     assert config["finetune"]["weights"]["alias"].startswith("resnet50v2 -> resnet50")
@@ -470,14 +469,12 @@ def test_an_alias_is_recorded_in_the_run(data_root, tmp_path):
 
 def test_finetune_models_are_ordinary_rebuildable_runs(data_root, tmp_path):
     """config.json's model spec rebuilds the fine-tune model, freezing included, so evaluate and resume work."""
-    result = finetune_run(PrepareOptions(dataset="digits", root=data_root, size=32),
-                          TrainConfig(epochs=1, seed=0), FinetuneOptions(backbone="squeezenet1_1", weights="none",
-                                                                         head="extended", units=8, pool="avg",
-                                                                         freeze="last:2"),
-                          out=tmp_path)  # fmt: skip
-    spec = ModelSpec.from_dict(result.run.config()["model"])
-    assert spec.options["freeze"] == "last:2" and spec.options["head"]["kind"] == "extended"
-    model = build(spec)
+    result = run_spec(finetune_spec(PrepareOptions(dataset="digits", root=data_root, size=32), backbone="squeezenet1_1",
+                                    weights="none", head="extended", units=8, pool="avg", freeze="last:2", epochs=1,
+                                    seed=0), out=tmp_path)  # fmt: skip
+    model_spec = ModelSpec.from_dict(result.run.config()["model"])
+    assert model_spec.options["freeze"] == "last:2" and model_spec.options["head"]["kind"] == "extended"
+    model = build(model_spec)
     model.load_state_dict(result.run.load_checkpoint("best")["model"])
     assert trainable(model.backbone) == FIRE_11_12
     assert json.loads((result.run.path / "summary.json").read_text())["params"]["trainable"] == trainable(model)

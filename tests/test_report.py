@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import PrepareOptions
 from cnnbench.evaluation import evaluate_run
-from cnnbench.training import train_run
+from cnnbench.training import run as run_spec
+from tests.helpers import spec
 
 
 def _tree_digest(folder: Path) -> str:
@@ -28,13 +28,13 @@ def runs(tmp_path_factory, data_root) -> Path:
     out = tmp_path_factory.mktemp("runs")
     data = PrepareOptions(dataset="digits", root=data_root, size=28, seed=0)
     for model, seed in (("mnist-722", 1), ("mnist-722", 2), ("mnist-7498", 1)):
-        result = train_run(data, TrainConfig(model=model, epochs=3, seed=seed, lr=3e-3), out=out)
+        result = run_spec(spec(data, model, epochs=3, seed=seed, lr=3e-3), out=out)
         evaluate_run(result.run.path, split="test")
 
     def stop(result):
         raise KeyboardInterrupt
 
-    train_run(data, TrainConfig(model="mnist-722", epochs=3, seed=9), out=out, on_epoch_end=stop)
+    run_spec(spec(data, "mnist-722", epochs=3, seed=9), out=out, callbacks=[stop])
     return out
 
 

@@ -12,7 +12,7 @@ import torch
 
 from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import Prepared, SplitData
-from cnnbench.engine import Trainer
+from cnnbench.engine import Trainer, build_trainer
 from cnnbench.models import build_model
 from cnnbench.models.zoo import InputSpec
 
@@ -34,8 +34,7 @@ def trainer(n: int, **options) -> Trainer:
     model = build_model("mnist-7498", SPEC)[0]
     config = TrainConfig(batch_size=32, epochs=1, device="cpu", cache_features=False, augment="flip,translate=0.1",
                          **options)  # fmt: skip
-    return Trainer(model=model, prepared=synthetic(n), config=config, device=torch.device("cpu"),
-                   precision=options.get("precision", "fp32"))  # fmt: skip
+    return build_trainer(model, synthetic(n), config, torch.device("cpu"), precision=options.get("precision", "fp32"))
 
 
 READ_BACKS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__")

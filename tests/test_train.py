@@ -8,10 +8,10 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.config import TrainConfig
 from cnnbench.runs import RunDir
-from cnnbench.training import resume_run, train_run
-from tests.helpers import DIGITS28, StopAfter, digits
+from cnnbench.training import resume_run
+from cnnbench.training import run as run_spec
+from tests.helpers import DIGITS28, StopAfter, digits, spec
 
 
 def test_short_training_on_digits_clears_an_accuracy_floor(cli, data_root, tmp_path):
@@ -37,11 +37,13 @@ def test_short_training_on_digits_clears_an_accuracy_floor(cli, data_root, tmp_p
 
 
 def test_run_directory_records_everything_needed_to_rebuild(data_root, tmp_path):
-    result = train_run(digits(data_root), TrainConfig(model="mnist-722", epochs=2, seed=3), out=tmp_path)
+    result = run_spec(spec(digits(data_root), "mnist-722", epochs=2, seed=3), out=tmp_path)
     run = result.run
     config = run.config()
-    assert config["model"] == {"name": "mnist-722", "input": {"channels": 1, "height": 28, "width": 28,
-                                                            "num_classes": 10}, "options": {}}  # fmt: skip
+    assert config["model"] == {"name": "mnist-722", "family": "zoo", "options": {},
+                               "input": {"channels": 1, "height": 28, "width": 28, "num_classes": 10}}  # fmt: skip
+    assert config["schema"] == 2 and config["spec"]["model"]["name"] == "mnist-722"
+    assert config["spec"]["train"]["seed"] == 3 and config["spec"]["data"]["size"] == 28
     assert config["train"]["seed"] == 3 and config["params"]["trainable"] == 722
     assert config["versions"]["torch"] and config["device"]["type"] == "cpu"
     assert run.name.endswith("-mnist-722-digits-s3")
@@ -56,10 +58,10 @@ def test_run_directory_records_everything_needed_to_rebuild(data_root, tmp_path)
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(data_root, tmp_path):
     # Dropout, augmentation and a schedule all draw on or depend on saved state: each must resume exactly.
-    config = TrainConfig(model="mnist-7498", epochs=4, batch_size=128, augment="flip,rotate=10",
-                         schedule="cosine", warmup_epochs=1, seed=7)  # fmt: skip
-    straight = train_run(digits(data_root), config, out=tmp_path / "a")
-    stopped = train_run(digits(data_root), config, out=tmp_path / "b", on_epoch_end=StopAfter(2))
+    config = spec(digits(data_root), "mnist-7498", epochs=4, batch_size=128, augment="flip,rotate=10",
+                  schedule="cosine", warmup_epochs=1, seed=7)  # fmt: skip
+    straight = run_spec(config, out=tmp_path / "a")
+    stopped = run_spec(config, out=tmp_path / "b", callbacks=[StopAfter(2)])
     assert stopped.status == "interrupted" and stopped.summary["epochs_completed"] == 2
     assert stopped.run.status() == "interrupted"
     resumed = resume_run(stopped.run.path)
@@ -102,8 +104,8 @@ def test_max_params_refuses_before_training_and_creates_no_run(cli, data_root, t
 
 def test_early_stopping_stops_and_keeps_the_best_epoch(data_root, tmp_path):
     # lr 0.5 with SGD diverges quickly after the first epochs, so validation loss stops improving.
-    config = TrainConfig(model="mnist-722", epochs=40, optimizer="sgd", lr=2.0, patience=2, seed=1)
-    result = train_run(digits(data_root), config, out=tmp_path)
+    config = spec(digits(data_root), "mnist-722", epochs=40, optimizer="sgd", lr=2.0, patience=2, seed=1)
+    result = run_spec(config, out=tmp_path)
     summary = result.summary
     assert summary["stopped_early"] is True
     assert summary["epochs_completed"] == summary["best_epoch"] + 2
@@ -112,11 +114,10 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(data_root, tmp_path):
 
 
 def test_resume_refuses_a_finished_run_without_more_epochs(cli, data_root, tmp_path):
-    train_run(digits(data_root), TrainConfig(model="mnist-722", epochs=1), out=tmp_path)
-    run = next(tmp_path.iterdir())
-    result = cli("train", "--resume", run)
+    finished = run_spec(spec(digits(data_root), "mnist-722", epochs=1), out=tmp_path).run.path
+    result = cli("train", "--resume", finished)
     assert result.code == 2 and "already completed 1 epochs" in result.err
-    assert cli("train", "--resume", run, "--lr", "0.1").code == 2
+    assert cli("train", "--resume", finished, "--lr", "0.1").code == 2
 
 
 def test_binary_task_trains_with_a_sigmoid_output(cli, tmp_path):

@@ -1,108 +1,80 @@
-"""The data and training options shared by `train` and `finetune`, declared once.
+"""The options of `train` and `finetune`, made from the run specification's table (cnnbench/spec.py OPTIONS).
 
-`_shared` below is a template: `@with_training_options` appends its parameters to a command's signature (Typer reads
-`__signature__`), and the command reads them from `ctx.params`. Training parameters are named after their TrainConfig
-field, so they are collected by name; each defaults to None ("not passed") so a --config file can fill it, and the help
-shows the real default.
+An option is declared once, in spec.py, with its dotted name, flags, help and panel; its default comes from the spec's
+dataclasses (for `kind`'s base: finetune's differ). `with_spec_options(kind)` appends one Typer parameter per option
+to a command's signature (Typer reads `__signature__`). `passed_values` returns only what the user typed on the command
+line ({dotted name: value}), so a --config file fills the rest and a default never overrides it.
 """
 
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli.common import (
-    ClassesOption,
-    DataSeedOption,
-    DownloadFlag,
-    GrayscaleFlag,
-    RootOption,
-    SizeOption,
-    SourceOption,  # fmt: skip
-    SplitOption,
-    StorageOption,
-    ValFractionOption,
-)
-from cnnbench.config import TrainConfig
+from cnnbench.spec import Option, base_for, default_of, field_type, options_for
+
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML or JSON run specification: data, model "
+                                                 "and train sections of the options below, by their field names "
+                                                 "(examples/*.toml); flags given here win.", show_default=False,
+                                                 rich_help_panel="Run")]  # fmt: skip
+Out = Annotated[Path, typer.Option("--out", help="Parent folder of the run directory.", rich_help_panel="Run")]
 
 
-def option(*names: str, help: str, panel: str = "Training"):  # noqa: A002 - mirrors typer.Option's keyword
-    """An option whose help text states its default itself (the flags default to None: 'not passed')."""
-    return typer.Option(*names, help=help, show_default=False, rich_help_panel=panel)
+def _cli_type(option: Option) -> type:
+    """What the shell gives for an option: its field's type without None (text for values that need parsing)."""
+    if option.parse is not None:
+        return str
+    arms = [arm for arm in typing.get_args(field_type(option.name)) or (field_type(option.name),) if arm is not type(None)]
+    return arms[0]
 
 
-
-Epochs = Annotated[int | None, option("--epochs", help="Epochs to train (with --resume: the new total). [default: 20]")]
-BatchSize = Annotated[int | None, option("--batch-size", "-b", help="[default: 128]")]
-Lr = Annotated[float | None, option("--lr", help="Learning rate. [default: 1e-3]")]
-Optimizer = Annotated[str | None, option("--optimizer", help="adam | adamw | sgd | rmsprop. [default: adam]")]
-Momentum = Annotated[float | None, option("--momentum", help="sgd/rmsprop momentum. [default: 0.9]")]
-Nesterov = Annotated[bool | None, option("--nesterov/--no-nesterov", help="Nesterov momentum for sgd.")]
-Beta1 = Annotated[float | None, option("--beta1", help="Adam beta1. [default: 0.9]")]
-Beta2 = Annotated[float | None, option("--beta2", help="Adam beta2. [default: 0.999]")]
-WeightDecay = Annotated[float | None, option("--weight-decay", help="[default: 0]")]
-L1 = Annotated[float | None, option("--l1", help="L1 penalty on the weights of --reg-layers. [default: 0]")]
-L2 = Annotated[float | None, option("--l2", help="L2 penalty on the weights of --reg-layers. [default: 0]")]
-RegLayers = Annotated[str | None, option("--reg-layers", help="Glob over layer names for --l1/--l2, e.g. 'head.*'. "
-                                       "[default: * for train, head.* for finetune]")]
-Schedule = Annotated[str | None, option("--schedule", help="constant | step | cosine | onecycle | plateau. "
-                                      "[default: constant]")]
-WarmupEpochs = Annotated[float | None, option("--warmup-epochs", help="Linear warmup. [default: 0]")]
-StepSize = Annotated[int | None, option("--step-size", help="step: epochs between decays. [default: 30]")]
-Gamma = Annotated[float | None, option("--gamma", help="step/plateau decay factor. [default: 0.1]")]
-PlateauPatience = Annotated[int | None, option("--plateau-patience", help="[default: 5]")]
-LabelSmoothing = Annotated[float | None, option("--label-smoothing", help="[default: 0]")]
-ClipGrad = Annotated[float | None, option("--clip-grad", help="Max gradient norm. [default: off]")]
-Patience = Annotated[int | None, option("--patience", help="Early stopping patience in epochs; restores the best "
-                                      "weights. 0 = off. [default: 0]")]
-Monitor = Annotated[str | None, option("--monitor", help="val_loss | val_acc. [default: val_loss]")]
-MinDelta = Annotated[float | None, option("--min-delta", help="[default: 0]")]
-Augment = Annotated[str | None, option("--augment", help="Preset (none, flip, light, s2, s4) or items, e.g. "
-                                     "flip,translate=0.1,rotate=20,zoom=0.2,shear=0.2,brightness=0.8-1.2. "
-                                     "[default: none]")]
-Dropout = Annotated[float | None, option("--dropout", help="Dropout (train: overrides the model's; finetune: the "
-                                       "head's). [default: the model's / 0]")]
-Init = Annotated[str | None, option("--init", help="default | glorot (Keras) | he. [default: default]")]
-Seed = Annotated[int | None, option("--seed", help="Seed for weights, shuffling, augmentation (and the split unless "
-                                  "--data-seed). [default: 0]")]
-Deterministic = Annotated[bool | None, option("--deterministic/--no-deterministic", help="Deterministic algorithms "
-                                            "only (slower on GPU).")]
-Device = Annotated[str | None, option("--device", help="auto | cpu | cuda | cuda:N | mps. [default: auto]")]
-Precision = Annotated[str | None, option("--precision", help="auto | fp32 | bf16 | fp16. [default: auto: bf16 or "
-                                       "fp16 on CUDA; on a CPU the faster of fp32 and bf16, measured once]")]
-ChannelsLast = Annotated[bool | None, option("--channels-last/--no-channels-last", help="[default: on CUDA; on a CPU, "
-                                           "measured once]")]
-Threads = Annotated[int | None, option("--threads", help="CPU threads. [default: on a CPU, the fastest of all cores, "
-                                     "half, a quarter ..., measured once]")]
-Compile = Annotated[bool | None, option("--compile/--no-compile", help="torch.compile the model.")]
-MaxParams = Annotated[int | None, option("--max-params", help="Refuse (exit 1) a model with more trainable "
-                                       "parameters, before training.")]
-Workers = Annotated[int | None, option("--workers", help="DataLoader workers for file-index datasets.")]
-ConfigFile = Annotated[Path | None, option("--config", help="JSON or TOML file of training options (flags win).")]
-Out = Annotated[Path, typer.Option("--out", help="Parent folder of the run directory.")]
-
-TRAIN_FIELDS = frozenset(f.name for f in fields(TrainConfig))
+def _parameter(option: Option, kind: str) -> inspect.Parameter:
+    default = default_of(option.name, base_for(kind))
+    words = option.default is not None or default is None or option.parse is not None
+    is_flag = "/" in option.flags[0]
+    flag = typer.Option(*option.flags, help=option.help, show_default=option.shown_default(kind) if words else True,
+                        rich_help_panel=option.panel, metavar="" if is_flag else None)  # fmt: skip
+    return inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=None if words else default,
+                             annotation=Annotated[_cli_type(option) | None, flag])  # fmt: skip
 
 
-def passed_training_options(params: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig fields among a command's parameters (None = not passed)."""
-    return {name: value for name, value in params.items() if name in TRAIN_FIELDS}
+def with_spec_options(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the run specification's options for `kind`, plus --config and --out, before its own trailing
+    --quiet/--json; the command takes them as **options and reads them with `passed_values`."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
+        tail = [p for p in own if p.name in ("quiet", "json_output")]
+        head = [p for p in own if p not in tail]
+        shared = [_parameter(option, kind) for option in options_for(kind)]
+        shared += [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile),
+                   inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("results/runs"),
+                                     annotation=Out)]  # fmt: skip
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in [*head, *shared, *tail]]
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return command
+
+    return decorate
 
 
-def data_from_params(params: dict[str, Any], *, seed: int):
-    """The data options of a training command (--data-seed defaults to the training seed)."""
-    from cnnbench.cli.common import data_options
+def passed_values(ctx: typer.Context, kind: str) -> dict[str, Any]:
+    """{dotted name: value} of the run-specification options typed on the command line."""
+    typed = set(typed_on_command_line(ctx))
+    values = {}
+    for option in options_for(kind):
+        if option.param in typed:
+            value = ctx.params[option.param]
+            values[option.name] = option.parse(value) if option.parse is not None and value is not None else value
+    return values
 
-    data_seed = params["data_seed"]
-    return data_options(dataset=params["dataset"] or "digits", root=params["root"], split=params["split"],
-                        val_fraction=params["val_fraction"], seed=seed if data_seed is None else data_seed,
-                        classes=params["classes"], grayscale=params["grayscale"], size=params["size"],
-                        source=params["source"], download=params["download"], storage=params["storage"])  # fmt: skip
+
+def typed_on_command_line(ctx: typer.Context) -> list[str]:
+    return [name for name in ctx.params if ctx.get_parameter_source(name).name in ("COMMANDLINE", "ENVIRONMENT")]
 
 
 def progress_display(quiet: bool):
@@ -116,7 +88,8 @@ def progress_display(quiet: bool):
 
 
 def show_result(result, *, json_output: bool) -> None:
-    """Print a finished (or interrupted) run: the JSON summary, or two lines; exit 130 when interrupted."""
+    """Print a finished (or stopped) run: the JSON summary, or two lines. Exit 130 when interrupted, 1 when the run
+    ended without completing (diverged, or a callback's own status)."""
     from cnnbench.cli.common import emit_json, stderr, stdout
 
     if result.run is None:  # a torchrun rank other than 0: rank 0 reports
@@ -136,69 +109,6 @@ def show_result(result, *, json_output: bool) -> None:
         stderr().print(f"interrupted after epoch {summary['epochs_completed']}; resume with: "
                        f"cnnbench train --resume {result.run.path}", markup=False)  # fmt: skip
         raise typer.Exit(130)
-
-
-Dataset = Annotated[str | None, typer.Option("--dataset", "-d", help="A name from `cnnbench datasets`, or "
-                                             "folder:PATH. [default: digits]", show_default=False)]
-
-
-def _shared(
-    dataset: Dataset = None,
-    root: RootOption = Path("data"),
-    split: SplitOption = None,
-    val_fraction: ValFractionOption = 0.1,
-    data_seed: DataSeedOption = None,
-    classes: ClassesOption = None,
-    grayscale: GrayscaleFlag = False,
-    size: SizeOption = None,
-    source: SourceOption = None,
-    download: DownloadFlag = False,
-    storage: StorageOption = "auto",
-    epochs: Epochs = None,
-    batch_size: BatchSize = None,
-    lr: Lr = None,
-    optimizer: Optimizer = None,
-    momentum: Momentum = None,
-    nesterov: Nesterov = None,
-    beta1: Beta1 = None,
-    beta2: Beta2 = None,
-    weight_decay: WeightDecay = None,
-    l1: L1 = None,
-    l2: L2 = None,
-    reg_layers: RegLayers = None,
-    schedule: Schedule = None,
-    warmup_epochs: WarmupEpochs = None,
-    step_size: StepSize = None,
-    gamma: Gamma = None,
-    plateau_patience: PlateauPatience = None,
-    label_smoothing: LabelSmoothing = None,
-    clip_grad: ClipGrad = None,
-    patience: Patience = None,
-    monitor: Monitor = None,
-    min_delta: MinDelta = None,
-    augment: Augment = None,
-    dropout: Dropout = None,
-    init: Init = None,
-    seed: Seed = None,
-    deterministic: Deterministic = None,
-    device: Device = None,
-    precision: Precision = None,
-    channels_last: ChannelsLast = None,
-    threads: Threads = None,
-    compile: Compile = None,  # noqa: A002 - named after the TrainConfig field
-    max_params: MaxParams = None,
-    workers: Workers = None,
-    config: ConfigFile = None,
-    out: Out = Path("results/runs"),
-) -> None:
-    """Template only: its parameters are the shared options."""
-
-
-def with_training_options(command: Callable[..., None]) -> Callable[..., None]:
-    """Give `command` the shared options, placed before its trailing --quiet/--json; it takes them as **options."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    shared = list(inspect.signature(_shared, eval_str=True).parameters.values())
-    tail = [p for p in own if p.name in ("quiet", "json_output")]
-    head = [p for p in own if p not in tail]
-    command.__signature__ = inspect.Signature([*head, *shared, *tail])  # type: ignore[attr-defined]
-    return command
+    if result.status != "completed":
+        stderr().print(f"cnnbench: error: run {result.status}: {summary.get('reason', '')}", markup=False)
+        raise typer.Exit(1)

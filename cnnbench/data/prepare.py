@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from cnnbench import __version__
-from cnnbench.data.catalog import DatasetEntry, get_dataset, reader_for
+from cnnbench.data.catalog import DATASETS, DatasetEntry, get_dataset
 from cnnbench.errors import UsageError
-from cnnbench.models.zoo import InputSpec
 from cnnbench.storage import write_json_atomic
 
 SPLITS = ("train", "val", "test")
@@ -34,7 +33,7 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
 class PrepareOptions:
     """Every choice that shapes a prepared dataset (`root` and `download` do not change its content)."""
 
-    dataset: str
+    dataset: str = "digits"
     root: Path = Path("data")
     split: tuple[float, float, float] | None = None  # None: the source's own test (and val) parts, val from train
     val_fraction: float = 0.1
@@ -48,11 +47,11 @@ class PrepareOptions:
 
     def content_key(self) -> dict[str, Any]:
         key = {k: v for k, v in asdict(self).items() if k not in ("root", "download", "storage")}
-        if get_dataset(self.dataset).photos:  # a file index and decoded tensors are different caches
+        entry = get_dataset(self.dataset)
+        if entry.photos:  # a file index and decoded tensors are different caches
             key["storage"] = self.storage
         key["source"] = str(Path(self.source).resolve()) if self.source else None
-        if key["dataset"].startswith("folder:"):
-            key["dataset"] = "folder:" + str(Path(key["dataset"][7:]).resolve())
+        key["dataset"] = entry.cache_identity  # folder:PATH by its absolute path, so any working directory finds it
         return key
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,7 +87,9 @@ class Prepared:
     splits: dict[str, SplitData] = field(repr=False)
 
     @property
-    def input_spec(self) -> InputSpec:
+    def input_spec(self):
+        from cnnbench.models.zoo import InputSpec  # here, not at import: the CLI reads PrepareOptions without torch
+
         return InputSpec(**self.manifest["input"])
 
     @property
@@ -130,8 +131,7 @@ def parse_split(text: str | None) -> tuple[float, float, float] | None:
 def prepared_dir(options: PrepareOptions) -> Path:
     entry = get_dataset(options.dataset)
     digest = hashlib.sha256(json.dumps(options.content_key(), sort_keys=True).encode()).hexdigest()[:12]
-    slug = "folder" if entry.name.startswith("folder:") else entry.name
-    return Path(options.root) / "prepared" / f"{slug}-{digest}"
+    return Path(options.root) / "prepared" / f"{entry.cache_name}-{digest}"
 
 
 def load_or_prepare(options: PrepareOptions, *, log=None) -> Prepared:
@@ -172,10 +172,14 @@ def validate(options: PrepareOptions) -> DatasetEntry:
     if options.storage not in ("auto", "memory", "files"):
         raise UsageError(f"bad --storage {options.storage!r}: choose auto, memory or files")
     if options.storage == "files" and not entry.photos:
-        raise UsageError(f"--storage files is for image-file datasets (flowers102, catsdogs, pets, folder:PATH); "
-                         f"{entry.name} is stored as arrays")  # fmt: skip
+        photos = ", ".join(DATASETS.get(name).usage for name in DATASETS if DATASETS.get(name).photos)
+        raise UsageError(f"--storage files is for image-file datasets ({photos}); {entry.name} is stored as "
+                         f"arrays")  # fmt: skip
     if options.source is not None and not Path(options.source).exists():
         raise UsageError(f"--source {str(options.source)!r} does not exist")
+    if options.source is not None and not entry.takes_source:
+        takers = ", ".join(name for name in DATASETS if DATASETS.get(name).takes_source)
+        raise UsageError(f"--source is only for {takers}; {entry.name} is read from --root {options.root}")
     return entry
 
 
@@ -224,16 +228,7 @@ def prepare(options: PrepareOptions, *, log=None) -> Prepared:
 
 
 def _read(entry: DatasetEntry, options: PrepareOptions):
-    reader = reader_for(entry)
-    if entry.name == "digits":
-        return reader()
-    if entry.name == "catsdogs":
-        return reader(Path(options.root), source=options.source)
-    if entry.name.startswith("folder:"):
-        return reader(Path(entry.files))
-    if options.source is not None:
-        raise UsageError(f"--source is only for catsdogs; {entry.name} is read from --root {options.root}")
-    return reader(Path(options.root), download=options.download)
+    return entry.read(options)  # validate() has refused a --source the dataset does not read
 
 
 def _members(raw) -> list[tuple[str, int, int]]:
