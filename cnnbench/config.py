@@ -82,6 +82,9 @@ def validate_config(config: TrainConfig) -> TrainConfig:
     choice("precision", config.precision, PRECISIONS)
     for name in ("epochs", "batch_size", "lr", "eval_batch_size", "step_size", "plateau_patience", "max_params"):
         positive(name, getattr(config, name))
+    for name in ("batch_size", "eval_batch_size"):  # a tensor dimension; far beyond any dataset anyway
+        if getattr(config, name) > 2**31 - 1:
+            raise UsageError(f"bad --{name.replace('_', '-')} {getattr(config, name)}: expected at most 2147483647")
     for name in ("weight_decay", "l1", "l2", "warmup_epochs", "patience", "min_delta", "momentum", "label_smoothing",
                  "backbone_lr_mult"):  # fmt: skip
         positive(name, getattr(config, name), zero_ok=True)

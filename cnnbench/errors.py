@@ -25,3 +25,8 @@ class CheckFailed(CnnbenchError):
     """A check the user asked for did not pass (e.g. a parameter budget was exceeded). Exit code 1."""
 
     exit_code = 1
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers, containers and `kill` send), raised where Ctrl-C would be, so a training run writes
+    its summary as interrupted and says how to resume, exactly as for Ctrl-C. The CLI installs the handler."""

@@ -31,6 +31,7 @@ from cnnbench.errors import UsageError
 SCHEMA_VERSION = 2  # 1: config.json with "data", "train" (holding model, dropout, init) and "model" only
 KINDS = ("train", "finetune")
 DEFAULT_MODEL = "mnist-7498"
+DEFAULT_DATASET, DEFAULT_DATASET_SIZE = "digits", 28
 INITS = ("default", "glorot", "he")
 
 
@@ -150,6 +151,9 @@ def coerce(name: str, value: Any, origin: str = "") -> Any:
         if arm is bool and isinstance(value, bool):
             return value
         if arm is int and isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:  # what a tensor, a seed or a loop counter can hold
+                where = f" in {origin}" if origin else ""
+                raise UsageError(f"bad {flag_of(name)} {value}{where}: too large; expected a whole number below 2**63")
             return value
         if arm is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
@@ -248,8 +252,13 @@ def resolve(passed: dict[str, Any], config_file: Path | None = None, *, base: Ru
     layers.append(({k: v for k, v in passed.items() if v is not None}, "the command line"))
     for values, origin in layers:
         spec = _merge(spec, values, origin)
-    if not any("data.seed" in values for values, _ in layers):
+    given = set().union(*(values for values, _ in layers))
+    if "data.seed" not in given:
         spec = replace(spec, data=replace(spec.data, seed=spec.train.seed))
+    if not given & {"data.dataset", "data.size"} and spec.data.dataset == DEFAULT_DATASET:
+        # Nothing said about the data: the bundled 8x8 digits at the side the default models (S1's) take, so that a
+        # bare `cnnbench train` trains something instead of refusing 8x8 inputs.
+        spec = replace(spec, data=replace(spec.data, size=DEFAULT_DATASET_SIZE))
     return validate(spec)
 
 
@@ -350,7 +359,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("train.cache_features", ("--cache-features/--no-cache-features",), "With a frozen backbone and no "
            "augmentation, compute its features once.", _TRANSFER, ("finetune",)),
     # data
-    Option("data.dataset", ("--dataset", "-d"), "A name from `cnnbench datasets`, or folder:PATH.", _DATA),
+    Option("data.dataset", ("--dataset", "-d"), "A name from `cnnbench datasets`, or folder:PATH.", _DATA,
+           default=f"{DEFAULT_DATASET}, at {DEFAULT_DATASET_SIZE}x{DEFAULT_DATASET_SIZE} unless --size"),
     Option("data.root", ("--root",), "Folder the datasets live in (torchvision's layout).", _DATA),
     Option("data.split", ("--split",), "train,val,test ratios over all labelled data, e.g. 0.64,0.16,0.20.", _DATA,
            default="the dataset's own test (and val) set, validation carved from train", parse=_split_text),

@@ -32,6 +32,17 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
         raise
 
 
+def ensure_writable_folder(folder: Path) -> Path:
+    """Make `folder` (and its parents) and prove a file can be created there, so that a run fails before its data is
+    prepared and its format probed, not after. Raises the OSError (the CLI turns it into one line)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def _umask() -> int:
     """The process's umask (reading it means setting it: it is set straight back)."""
     mask = os.umask(0o022)

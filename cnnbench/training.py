@@ -23,9 +23,11 @@ from cnnbench.config import TrainConfig
 from cnnbench.data.prepare import Prepared, PrepareOptions
 from cnnbench.engine import Callback, EpochCallback
 from cnnbench.environment import device_info, git_revision, package_versions
-from cnnbench.errors import CheckFailed, UsageError
+from cnnbench.errors import CheckFailed, Terminated, UsageError
+from cnnbench.runlock import RunLock
 from cnnbench.runs import RunDir
 from cnnbench.spec import SCHEMA_VERSION, RunSpec
+from cnnbench.storage import ensure_writable_folder
 
 Log = Callable[[str], None]
 
@@ -124,6 +126,15 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
     Only the total number of epochs (to train a finished run further) and the device may change.
     """
     run_dir = RunDir.open(path)
+    lock = RunLock(run_dir.path).acquire()  # before reading its state: a run still training is refused here
+    try:
+        return _resume(run_dir, epochs=epochs, device=device, progress=progress, log=log, callbacks=callbacks)
+    finally:
+        lock.release()
+
+
+def _resume(run_dir: RunDir, *, epochs: int | None, device: str | None, progress: Any, log: Log | None,
+            callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
     saved = run_dir.config()
     spec = saved_spec(saved)
     config = replace(spec.train, epochs=epochs or spec.train.epochs, device=device or spec.train.device)
@@ -171,12 +182,14 @@ class RunWriter(Callback):
 
 def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], *, out: Path | None = None,
                     run_dir: RunDir | None = None, state: dict[str, Any] | None = None, progress: Any = None,
-                    log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
-    """The one training path behind every kind of run: everything but how the model is made."""
-    import torch
+                    log: Log | None = None,
+                    callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+    """The one training path behind every kind of run: everything but how the model is made.
 
+    A new run directory is locked as soon as it exists (a resumed one by resume_run) and stays locked until the
+    summary is written: one writer per run (runlock.py)."""
     from cnnbench import resources
-    from cnnbench.engine import StopRun, build_trainer, select_device
+    from cnnbench.engine import build_trainer, select_device
     from cnnbench.models.accounting import budget
 
     log = log or (lambda message: None)
@@ -185,6 +198,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     data = replace(spec.data, root=Path(spec.data.root).resolve(),
                    source=Path(spec.data.source).resolve() if spec.data.source else None)  # fmt: skip
     spec = replace(spec, data=data)
+    if run_dir is None:
+        ensure_writable_folder(out)  # an unwritable or full --out fails now, not after preparing and probing
     device = select_device(config.device)
     device, rank = resources.join_process_group(device)
     main = rank in (None, 0)  # under torchrun only rank 0 writes the run directory and talks to the user
@@ -215,37 +230,48 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
         return _follow(trainer, state)
     if run_dir is None:
         run_dir = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
-        run_dir.write_config({
-            "schema": SCHEMA_VERSION,
-            "cnnbench_version": __version__,
-            "kind": plan.kind,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "spec": spec.to_dict(),
-            "data": data.to_dict(),
-            "prepared": {"directory": str(prepared.directory), "split_hashes": prepared.manifest["split_hashes"],
-                         "counts": {k: v["total"] for k, v in prepared.manifest["counts"].items()},
-                         "synthetic": prepared.manifest.get("synthetic", False)},
-            "train": config.to_dict(),
-            "model": model_spec.to_dict(),
-            "normalization": plan.normalization,
-            **plan.extra,
-            "params": counts,
-            "device": {**device_info(device), "precision": fmt.precision, "channels_last": fmt.channels_last,
-                       "format_probe_images_per_s": fmt.probe},  # device_info's threads: the count applied
-            "versions": package_versions(),
-            "git": git_revision(),
-        })  # fmt: skip
-    else:
-        saved = run_dir.config()
-        saved["train"].update(epochs=config.epochs, device=config.device)
-        if "spec" in saved:
-            saved["spec"]["train"].update(epochs=config.epochs, device=config.device)
-        saved.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        run_dir.write_config(saved)
-        run_dir.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
+        with RunLock(run_dir.path):  # held until the summary is written
+            run_dir.write_config({
+                "schema": SCHEMA_VERSION,
+                "cnnbench_version": __version__,
+                "kind": plan.kind,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "spec": spec.to_dict(),
+                "data": data.to_dict(),
+                "prepared": {"directory": str(prepared.directory), "split_hashes": prepared.manifest["split_hashes"],
+                             "counts": {k: v["total"] for k, v in prepared.manifest["counts"].items()},
+                             "synthetic": prepared.manifest.get("synthetic", False)},
+                "train": config.to_dict(),
+                "model": model_spec.to_dict(),
+                "normalization": plan.normalization,
+                **plan.extra,
+                "params": counts,
+                "device": {**device_info(device), "precision": fmt.precision, "channels_last": fmt.channels_last,
+                           "format_probe_images_per_s": fmt.probe},  # device_info's threads: the count applied
+                "versions": package_versions(),
+                "git": git_revision(),
+            })  # fmt: skip
+            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, log=log, callbacks=callbacks)
+    saved = run_dir.config()  # a resumed run: its caller holds the lock
+    saved["train"].update(epochs=config.epochs, device=config.device)
+    if "spec" in saved:
+        saved["spec"]["train"].update(epochs=config.epochs, device=config.device)
+    saved.setdefault("resumed", []).append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    run_dir.write_config(saved)
+    run_dir.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
+    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, log=log, callbacks=callbacks)
+
+
+def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[str, Any] | None, progress: Any,
+              log: Log, callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
+    """Train with the run directory's writer as the first callback, and end with the summary whatever happens."""
+    import torch
+
+    from cnnbench.engine import StopRun
+
     log(f"run directory: {run_dir.path}")
     # The writer first, so a callback that stops the run (a search's pruner) does so after the epoch is on disk.
-    trainer.callbacks = [RunWriter(run_dir, config.monitor), *trainer.callbacks,
+    trainer.callbacks = [RunWriter(run_dir, trainer.config.monitor), *trainer.callbacks,
                          *(cb if isinstance(cb, Callback) else EpochCallback(cb) for cb in callbacks)]
     if state is not None:
         trainer.load_state_dict(state)
@@ -258,17 +284,20 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
         run_dir.write_summary(summary)
         return RunResult(run=run_dir, status=status, summary=summary)
 
+    resume_with = f"cnnbench train --resume {run_dir.path}"
     try:
         trainer.fit(progress=progress)
+    except Terminated:
+        return finish("interrupted", signal="SIGTERM", resume_with=resume_with)
     except KeyboardInterrupt:
-        return finish("interrupted", resume_with=f"cnnbench train --resume {run_dir.path}")
+        return finish("interrupted", resume_with=resume_with)
     except StopRun as stop:
         return finish(stop.status, reason=stop.reason)
     except Exception as error:
         finish("failed", error=f"{type(error).__name__}: {error}")
         raise
     if trainer.early.best_epoch and run_dir.checkpoint_path("best").is_file():
-        model.load_state_dict(torch.load(run_dir.checkpoint_path("best"), weights_only=True)["model"])
+        trainer.model.load_state_dict(torch.load(run_dir.checkpoint_path("best"), weights_only=True)["model"])
     return finish("completed")
 
 

@@ -1,12 +1,17 @@
 """The `cnnbench` command line: one module per command, each a thin layer over one core function.
 
 `main()` runs the Typer app in non-standalone mode so that every error ends the same way: one line on stderr naming
-the bad value and what is accepted, and exit code 2 for usage errors (1 for a failed check, 130 for Ctrl-C), never a
-traceback.
+the bad value and what is accepted, and exit code 2 for usage errors and bad input (an unwritable or full destination
+included), 1 for a failed check, 130 for Ctrl-C and 143 for SIGTERM, never a traceback. With `--json` a failure also
+prints one JSON object on stdout ({"error": ..., "exit_code": ...}), so a script always gets exactly one. `--debug`
+(anywhere on the line) or CNNBENCH_DEBUG=1 lets unexpected errors through with their traceback, for bug reports.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
 
 import typer
@@ -22,7 +27,7 @@ from cnnbench.cli import (
     study_cmd,
     train_cmd,
 )
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, Terminated
 
 app = typer.Typer(
     name="cnnbench",
@@ -45,6 +50,8 @@ def _print_version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", help="Print cnnbench's version and exit.", is_eager=True,
                                  callback=_print_version),
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an unexpected error (for a bug report; "
+                               "also CNNBENCH_DEBUG=1). Accepted anywhere on the command line."),
 ) -> None:
     """Run, compare and reproduce convolutional-network studies."""
 
@@ -60,24 +67,93 @@ app.command("report")(report_cmd.report)
 app.command("study")(study_cmd.study)
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args or os.environ.get("CNNBENCH_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    json_output = "--json" in args
     command = typer.main.get_command(app)
+    _no_metavar_on_flags(command)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         code = command.main(args=args or ["--help"], prog_name="cnnbench", standalone_mode=False)
     except CnnbenchError as error:
-        return _fail(str(error), error.exit_code)
+        return _fail(str(error), error.exit_code, json_output)
     except typer.TyperException as error:  # typer's vendored click usage errors: bad flag, bad value, missing argument
         context = getattr(error, "ctx", None)
         where = f" (see '{context.command_path} --help')" if context is not None else ""
-        return _fail(f"{error.format_message()}{where}", error.exit_code)
+        return _fail(f"{error.format_message()}{where}", error.exit_code, json_output)
+    except Terminated:
+        return _fail("terminated (SIGTERM)", 143, json_output)
     except (KeyboardInterrupt, typer.Abort):
-        return _fail("interrupted", 130)
+        return _fail("interrupted", 130, json_output)
+    except OSError as error:
+        if debug:
+            raise
+        return _fail(describe_os_error(error), 2, json_output)
+    except Exception as error:  # a bug: say so in one line unless asked for the traceback
+        if debug:
+            raise
+        return _fail(f"internal error: {type(error).__name__}: {error} (run again with --debug for the traceback, and "
+                     f"please report it)", 1, json_output)  # fmt: skip
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return code if isinstance(code, int) else 0
 
 
-def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"cnnbench: error: {message}\n" if code != 130 else f"cnnbench: {message}\n")
+def describe_os_error(error: OSError) -> str:
+    """One line for a place that cannot be read or written: which path, why, and what to do."""
+    path = error.filename or "a file"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left to write {path}: free space on that disk (or choose another --out/--root) and run again"
+    if error.errno == errno.EROFS:
+        return f"cannot write {path}: the file system is read-only; choose a writable place (--out/--root)"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return f"cannot write {path}: permission denied; choose a place you can write (--out/--root)"
+    if error.errno == errno.EEXIST:
+        return f"cannot make the folder {path}: a file of that name is in the way"
+    if error.errno == errno.ENOTDIR:
+        return f"cannot use {path}: part of that path is a file, not a folder"
+    if error.errno == errno.EISDIR:
+        return f"cannot use {path}: it is a folder, where a file was expected"
+    return f"{path}: {error.strerror or error}"
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _no_metavar_on_flags(command) -> None:
+    """Flags take no value, so --help shows none (typer would print <bool> beside --json, --quiet, --help ...)."""
+    for param in getattr(command, "params", []):
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    make_help_option = command.get_help_option  # --help is made on demand, per context
+
+    def help_option(ctx):
+        option = make_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    command.get_help_option = help_option
+    for sub in getattr(command, "commands", {}).values():
+        _no_metavar_on_flags(sub)
+
+
+def _fail(message: str, code: int, json_output: bool = False) -> int:
+    if json_output:
+        from cnnbench.cli.common import emit_json
+
+        emit_json({"error": message, "exit_code": code})
+    sys.stderr.write(f"cnnbench: error: {message}\n" if code not in (130, 143) else f"cnnbench: {message}\n")
     sys.stderr.flush()
     return code
 

@@ -11,11 +11,11 @@ from cnnbench.cli.common import JsonFlag, QuietFlag, RootOption, emit_json, log_
 
 def study(
     name: Annotated[str | None, typer.Argument(help="Study to run; omit to list them.", show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Study folder. [default: results/studies/NAME]",
-                                             show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Study folder.",
+                                             show_default="results/studies/NAME")] = None,
     root: RootOption = Path("data"),
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override every run's epochs (a quick look).",
-                                               show_default=False)] = None,
+                                               show_default="each run's own")] = None,
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
 ) -> None:

@@ -106,9 +106,10 @@ def show_result(result, *, json_output: bool) -> None:
             f"{summary['params']['trainable']:,} trainable parameters, {summary['params']['frozen']:,} frozen"
         )  # fmt: skip
     if result.status == "interrupted":
-        stderr().print(f"interrupted after epoch {summary['epochs_completed']}; resume with: "
+        how = "terminated (SIGTERM)" if summary.get("signal") == "SIGTERM" else "interrupted"
+        stderr().print(f"{how} after epoch {summary['epochs_completed']}; resume with: "
                        f"cnnbench train --resume {result.run.path}", markup=False)  # fmt: skip
-        raise typer.Exit(130)
+        raise typer.Exit(143 if summary.get("signal") == "SIGTERM" else 130)
     if result.status != "completed":
         stderr().print(f"cnnbench: error: run {result.status}: {summary.get('reason', '')}", markup=False)
         raise typer.Exit(1)
