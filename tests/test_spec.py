@@ -116,5 +116,5 @@ def test_cli_unknown_option_in_a_config_file_is_one_line(cli, tmp_path):
 
 def test_help_shows_every_default_and_no_bool_metavar(cli):
     out = cli("train", "--help").out
-    assert "[default: 128]" in out and "[default: adam]" in out and "[default: digits]" in out
-    assert "<bool>" not in out.split("Run")[1]  # the spec's flags (the panels after Options)
+    assert "[default: 128]" in out and "[default: adam]" in out and "[default: (digits" in out
+    assert "<bool>" not in out
