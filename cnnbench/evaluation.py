@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cnnbench.data.prepare import SPLITS, PrepareOptions, load_or_prepare
+from cnnbench.data.prepare import SPLITS, Prepared, PrepareOptions, load_or_prepare, prepared_dir
 from cnnbench.errors import UsageError
-from cnnbench.runs import RunDir
+from cnnbench.runs import DamagedRun, RunDir, unwritable_as_usage_error
 from cnnbench.storage import write_json_atomic, write_text_atomic
 from cnnbench.training import dataset_normalization
 
@@ -34,12 +34,11 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     if batch_size <= 0:
         raise UsageError(f"bad --batch-size {batch_size}: expected a number greater than zero")
     run = RunDir.open(path)
-    config = run.config()
-    data = PrepareOptions.from_dict(config["data"])
-    if root is not None:
-        data = PrepareOptions.from_dict({**config["data"], "root": str(root)})
-    prepared = load_or_prepare(data, log=log)
-    expected = config["prepared"]["split_hashes"][split]
+    # not "normalization": runs from before fine-tuning have none (see below)
+    config = run.config(require=("data", "prepared", "model"))
+    expected = _recorded_split_hash(run, config, split)
+    data = _data_options(run, config["data"] if root is None else {**config["data"], "root": str(root)})
+    prepared = _prepared_data(run, data, log)
     if prepared.manifest["split_hashes"][split] != expected:
         raise UsageError(f"the {split} split prepared under {data.root} differs from the one {run.name} was trained "
                          f"with (split hash mismatch); the dataset files changed")  # fmt: skip
@@ -49,8 +48,18 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     torch_device = select_device(device)
     precision = resolve_precision("auto", torch_device)
     channels_last = torch_device.type == "cuda"
-    model = build(ModelSpec.from_dict(config["model"]))
-    model.load_state_dict(run.load_checkpoint(checkpoint)["model"])
+    try:
+        model = build(ModelSpec.from_dict(config["model"]))
+    except (KeyError, TypeError, ValueError) as error:  # a damaged section; an unknown model is build's UsageError
+        raise DamagedRun(f"{run.config_path}: its 'model' section does not describe a model "
+                         f"({type(error).__name__}: {error}); restore config.json from a copy, or train the run again"
+                         ) from None  # fmt: skip
+    state = run.load_checkpoint(checkpoint)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError):  # torch lists every mismatched tensor, over many lines
+        raise DamagedRun(f"{run.checkpoint_path(checkpoint)} does not hold weights for the {config['model']['name']} "
+                         f"model config.json describes (copied from another run?); train the run again") from None
     model.to(torch_device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -75,8 +84,46 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
         "per_class": report["per_class"],
         "confusion": report["confusion"],
     }
-    _write(run, split, result, prepared.classes)
+    with unwritable_as_usage_error(run.eval_dir(), elsewhere="copy the run folder somewhere writable and evaluate "
+                                   "the copy"):  # fmt: skip
+        _write(run, split, result, prepared.classes)
     return result
+
+
+def _recorded_split_hash(run: RunDir, config: dict[str, Any], split: str) -> str:
+    """The hash of `split` recorded when the run trained: what the data scored now must match."""
+    hashes = config["prepared"].get("split_hashes")
+    if not isinstance(hashes, dict) or not isinstance(hashes.get(split), str):
+        recorded = sorted(hashes) if isinstance(hashes, dict) else []
+        others = [name for name in SPLITS if name in recorded and name != split]
+        choice = f"evaluate --split {' or '.join(others)}, or" if others else "restore config.json from a copy, or"
+        raise DamagedRun(f"{run.config_path} records no hash for the {split} split (prepared.split_hashes has "
+                         f"{', '.join(recorded) or 'none'}), so its data cannot be checked; {choice} train the run "
+                         f"again")  # fmt: skip
+    return hashes[split]
+
+
+def _prepared_data(run: RunDir, data: PrepareOptions, log) -> Prepared:
+    """The run's prepared data; a cache that was deleted is prepared again from the dataset's files."""
+    cached = False
+    try:
+        cached = (prepared_dir(data) / "manifest.json").is_file()
+        return load_or_prepare(data, log=log)
+    except UsageError as error:
+        if cached:
+            raise
+        # Say why a dataset is read at all: the user asked to score a run, not to prepare data.
+        raise UsageError(f"cannot load {run.name}'s data from its prepared cache under {Path(data.root) / 'prepared'} "
+                         f"(deleted, or another --root) nor prepare it again: {error}") from None  # fmt: skip
+
+
+def _data_options(run: RunDir, section: dict[str, Any]) -> PrepareOptions:
+    try:
+        return PrepareOptions.from_dict(section)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DamagedRun(f"{run.config_path}: its 'data' section does not describe a dataset "
+                         f"({type(error).__name__}: {error}); restore config.json from a copy, or train the run again"
+                         ) from None  # fmt: skip
 
 
 def _write(run: RunDir, split: str, result: dict[str, Any], classes: list[str]) -> None:

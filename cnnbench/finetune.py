@@ -25,7 +25,7 @@ from cnnbench.training import Log, ModelPlan, RunResult, dataset_normalization, 
 
 
 def finetune_run(spec: RunSpec, *, out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
-                 callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+                 callbacks: list[Any] | tuple[Any, ...] = (), extra: dict[str, Any] | None = None) -> RunResult:  # fmt: skip
     log = log or (lambda message: None)
     model, config = spec.model, spec.train
     if model.weights is None:
@@ -44,8 +44,12 @@ def finetune_run(spec: RunSpec, *, out: Path = Path("results/runs"), progress: A
         log(f"phase 2: fine-tuning with --freeze {spec.model.freeze} from {first.run.path}")
         spec = replace(spec, model=replace(spec.model, weights=f"run:{first.run.path}", name=None),
                        train=replace(config, head_epochs=0, head_lr=None))  # fmt: skip
-    return train_with_plan(spec, lambda prepared: plan(prepared, spec, log), out=out, progress=progress, log=log,
-                           callbacks=callbacks)  # fmt: skip
+    def planned(prepared: Prepared) -> ModelPlan:
+        result = plan(prepared, spec, log)
+        result.extra.update(extra or {})
+        return result
+
+    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks)
 
 
 def plan(prepared: Prepared, spec: RunSpec, log: Log) -> ModelPlan:

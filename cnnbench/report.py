@@ -2,7 +2,10 @@
 
 One row per run: its configuration (model, data, optimiser), its training outcome at the best epoch (summary.json),
 and every evaluation it has (eval/<split>.json, as <split>_accuracy, <split>_loss, ...). Interrupted, failed and
-incomplete runs are rows too, with their status, so a table never silently drops a run.
+incomplete runs are rows too, with their status, so a table never silently drops a run. A run with a damaged file
+(a truncated config.json, summary.json, metrics.csv or evaluation) is a row with status "damaged" and the one-line
+`reason`, keeping what could be read: one broken run never stops the table of the others. Runs being trained are read
+as a snapshot: their files are replaced atomically, and metrics.csv's half-appended last line is left out.
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ from typing import Any
 import pandas as pd
 
 from cnnbench.errors import UsageError
-from cnnbench.runs import RunDir, find_runs
-from cnnbench.storage import write_text_atomic
+from cnnbench.runs import IN_EVERY_CONFIG, DamagedRun, RunDir, find_runs, unwritable_as_usage_error
+from cnnbench.storage import write_atomic, write_text_atomic
 
 # The seeds' tables: epochs, batch size, model, dropout, lr, loss, accuracy, val loss, val accuracy, test accuracy,
 # params, seconds per epoch, size MB.
@@ -26,8 +29,36 @@ EVAL_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_mac
 
 
 def run_row(run: RunDir) -> dict[str, Any]:
-    config = run.config()
-    summary = run.summary() or {}
+    """One run's row; a damaged file makes it a "damaged" row with the reason, holding whatever else could be read."""
+    try:
+        config = run.config(require=IN_EVERY_CONFIG)
+    except DamagedRun as damage:
+        return {"run": run.name, "status": "damaged", "reason": str(damage), "path": str(run.path)}
+    damages: list[DamagedRun] = []
+
+    def read(reader, default):
+        try:
+            return reader()
+        except DamagedRun as damage:
+            damages.append(damage)
+            return default
+
+    summary, metrics, evaluations = read(run.summary, None) or {}, read(run.metrics, []), read(run.evaluations, {})
+    try:
+        row = _row(run, config, summary, metrics, evaluations)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        # A value of an unexpected type inside a file that parsed (a hand edit, another tool's file): the row says so
+        # rather than ending the report of every other run.
+        return {"run": run.name, "status": "damaged", "path": str(run.path),
+                "reason": f"{run.path}: config.json or summary.json holds a value of an unexpected type "
+                          f"({type(error).__name__}: {error}); restore the file from a copy, or train the run again"}
+    if damages:
+        row.update(status="damaged", reason=str(damages[0]))
+    return row
+
+
+def _row(run: RunDir, config: dict[str, Any], summary: dict[str, Any], metrics: list[dict[str, float]],
+         evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
     train = config.get("train", {})
     model = config.get("model", {})
     params = summary.get("params") or config.get("params", {})
@@ -37,11 +68,12 @@ def run_row(run: RunDir) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": run.name,
         "status": summary.get("status", "incomplete"),
+        "reason": summary.get("reason") or summary.get("error"),  # why a run stopped: diverged, pruned, failed
         "kind": config.get("kind", "train"),
         "model": model.get("name", train.get("model")),
         "dataset": config.get("data", {}).get("dataset"),
         "seed": train.get("seed"),
-        "epochs": summary.get("epochs_completed", len(run.metrics())),
+        "epochs": summary.get("epochs_completed", len(metrics)),
         "best_epoch": summary.get("best_epoch"),
         "batch_size": train.get("batch_size"),
         "optimizer": train.get("optimizer"),
@@ -74,7 +106,7 @@ def run_row(run: RunDir) -> dict[str, Any]:
     # Every option of the run's specification under its dotted name (train.lr, model.head.units, data.size), so a
     # table can show whatever a search varied; runs from before specifications have none of these columns.
     row.update({name: value for name, value in _dotted(config.get("spec") or {}) if name not in row})
-    for split, result in run.evaluations().items():
+    for split, result in evaluations.items():
         for key in EVAL_KEYS:
             if key in result:
                 row[f"{split}_{key}"] = result[key]
@@ -94,15 +126,25 @@ def collect(paths: list[Path]) -> pd.DataFrame:
     if not runs:
         raise UsageError(f"no run directories found under {', '.join(map(str, paths))}; train one with cnnbench train")
     frame = pd.DataFrame([run_row(run) for run in runs])
-    for column in DEFAULT_COLUMNS:  # a table over runs that were never evaluated still has the seeds' columns
+    for column in [*DEFAULT_COLUMNS, "reason"]:  # a table over runs never evaluated still has the seeds' columns
         if column not in frame:
             frame[column] = math.nan
     return frame
 
 
+def damaged_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "damaged"]
+
+
+def plottable_runs(frame: pd.DataFrame) -> list[RunDir]:
+    """The runs of the table whose files could all be read: a damaged run's curves would be partial or wrong."""
+    return [RunDir(Path(path)) for path, status in zip(frame["path"], frame["status"]) if status != "damaged"]
+
+
 def parse_columns(text: str | None, frame: pd.DataFrame) -> list[str]:
     if not text:
-        return list(DEFAULT_COLUMNS)
+        # A damaged row says nothing but its status without its reason, so the default table shows why.
+        return [*DEFAULT_COLUMNS, "reason"] if len(damaged_runs(frame)) else list(DEFAULT_COLUMNS)
     columns = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in columns if c not in frame.columns]
     if unknown:
@@ -170,8 +212,10 @@ def _pm(mean: float, std: float) -> str:
 def write_report(table: pd.DataFrame, out: Path) -> dict[str, Path]:
     out = Path(out)
     paths = {"csv": out / "report.csv", "markdown": out / "report.md"}
-    write_text_atomic(paths["csv"], table.to_csv(index=False))
-    write_text_atomic(paths["markdown"], to_markdown(table) + "\n")
+    with unwritable_as_usage_error(paths["csv"], elsewhere="give another --out"):
+        write_text_atomic(paths["csv"], table.to_csv(index=False))
+    with unwritable_as_usage_error(paths["markdown"], elsewhere="give another --out"):
+        write_text_atomic(paths["markdown"], to_markdown(table) + "\n")
     return paths
 
 
@@ -184,7 +228,10 @@ def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
 
     written = []
     for run in runs:
-        rows = run.metrics()
+        try:
+            rows = run.metrics()
+        except DamagedRun:  # no curve beats a wrong one; the table's status column says why (plottable_runs)
+            continue
         if not rows:
             continue
         epochs = [r["epoch"] for r in rows]
@@ -199,10 +246,10 @@ def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
         figure.suptitle(run.name, fontsize=9)
         figure.tight_layout()
         path = Path(out) / f"{run.name}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        figure.savefig(tmp, dpi=100)
-        plt.close(figure)
-        tmp.replace(path)
+        try:
+            with unwritable_as_usage_error(path, elsewhere="give another --out"):
+                write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
+        finally:
+            plt.close(figure)
         written.append(path)
     return written

@@ -30,6 +30,7 @@ from cnnbench.errors import UsageError
 
 SCHEMA_VERSION = 2  # 1: config.json with "data", "train" (holding model, dropout, init) and "model" only
 KINDS = ("train", "finetune")
+COMMANDS = ("train", "finetune", "tune")  # the commands whose options come from the table below
 DEFAULT_MODEL = "mnist-7498"
 DEFAULT_DATASET, DEFAULT_DATASET_SIZE = "digits", 28
 INITS = ("default", "glorot", "he")
@@ -46,6 +47,28 @@ class HeadChoice:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ArchChoice:
+    """The `arch` model family: a plain scratch CNN described by a few numbers, what `tune --space arch` searches.
+
+    Per stage: Conv kxk (stride 2 when downsample = stride) -> MaxPool 2 (when downsample = pool) -> ReLU ->
+    BatchNorm (when batchnorm); widths width, width x growth, ...; then flatten (or global average pooling), dropout
+    (`model.dropout`), an optional hidden dense layer and the output layer. Both S1 models are members: mnist-722 is
+    stages 3, width 2, downsample stride, no BatchNorm, dense 0; mnist-7498 is stages 3, width 8, downsample pool,
+    BatchNorm, dense 32 linear, dropout 0.3."""
+
+    stages: int = 3
+    width: int = 8  # channels of the first stage
+    growth: float = 2.0  # channel multiplier from one stage to the next
+    kernel: int = 3
+    padding: str = "valid"  # valid | same
+    downsample: str = "pool"  # pool (max-pool 2 after the conv) | stride (a stride-2 conv)
+    batchnorm: bool = True
+    dense: int = 32  # units of the hidden dense layer; 0: none
+    dense_activation: str = "linear"  # linear | relu
+    features: str = "flatten"  # flatten | avg (global average pooling)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelChoice:
     """Which model to build and how to initialise it (what a user chose; the resolved, rebuildable form is the
     run's `ModelSpec` in config.json["model"])."""
@@ -55,6 +78,7 @@ class ModelChoice:
     init: str = "default"  # default (PyTorch's) | glorot (Keras' default) | he
     weights: str | None = None  # finetune: imagenet (the default: None) | none | PATH | run:RUN_DIR
     head: HeadChoice = field(default_factory=HeadChoice)
+    arch: ArchChoice = field(default_factory=ArchChoice)  # the `arch` model's shape
     freeze: str | None = None  # finetune: all | none | fraction:X | last:N | from:MODULE; None: all, or none from scratch
     freeze_bn: bool = False
 
@@ -272,6 +296,14 @@ def validate(spec: RunSpec) -> RunSpec:
         raise UsageError(f"bad --init {m.init!r}: choose from {', '.join(INITS)}")
     if m.dropout is not None and not (math.isfinite(m.dropout) and 0.0 <= m.dropout < 1.0):
         raise UsageError(f"bad --dropout {m.dropout}: expected a probability in [0, 1)")
+    a = m.arch
+    for name, value, allowed in (("padding", a.padding, ("valid", "same")), ("downsample", a.downsample,
+                                 ("pool", "stride")), ("dense-activation", a.dense_activation, ("linear", "relu")),
+                                 ("features", a.features, ("flatten", "avg"))):  # fmt: skip
+        if value not in allowed:
+            raise UsageError(f"bad --arch-{name} {value!r}: choose from {', '.join(allowed)}")
+    if not (1 <= a.stages <= 8 and a.width >= 1 and a.growth > 0 and a.kernel >= 1 and a.dense >= 0):
+        raise UsageError(f"bad arch {a}: expected 1-8 stages, width >= 1, growth > 0, kernel >= 1, dense >= 0")
     if m.head.units < 1:
         raise UsageError(f"bad --units {m.head.units}: expected 1 or more")
     if spec.data.seed < 0 or spec.data.seed >= 2**32:
@@ -287,7 +319,7 @@ def base_for(kind: str) -> RunSpec:
     """The defaults a command starts from: fine-tuning penalises (--l1/--l2) the new head, not the pretrained body."""
     if kind == "finetune":
         return RunSpec(kind="finetune", train=TrainConfig(reg_layers="head.*"))
-    return RunSpec(kind=kind)
+    return RunSpec(kind="train")  # train, and tune's defaults (a search over scratch models unless told otherwise)
 
 
 # --- the command-line options, declared once ----------------------------------------------------------------------------
@@ -302,14 +334,15 @@ class Option:
     flags: tuple[str, ...]
     help: str
     panel: str = "Training"
-    commands: tuple[str, ...] = KINDS
+    commands: tuple[str, ...] = COMMANDS
     default: str | None = None  # the default as --help shows it; None: the field's own default
     parse: Callable[[str], Any] | None = None  # text -> value, for types the shell cannot give (a split)
 
     @property
     def param(self) -> str:
-        """The Python parameter name the CLI gives this option."""
-        return self.name.replace(".", "__")
+        """The Python parameter name the CLI gives this option (unique per command: --model and --backbone are both
+        model.name, and `tune` has both)."""
+        return self.name.replace(".", "__") + ("__backbone" if self.flags[0] == "--backbone" else "")
 
     def shown_default(self, kind: str) -> str:
         if self.default is not None:
@@ -328,36 +361,49 @@ def _split_text(text: str) -> Any:
     return parse_split(text)
 
 
-_DATA, _TRAIN, _MODEL, _DEVICE, _TRANSFER = "Data", "Training", "Model", "Device", "Transfer"
+_DATA, _TRAIN, _MODEL, _DEVICE, _TRANSFER, _ARCH = "Data", "Training", "Model", "Device", "Transfer", "Arch model"
 OPTIONS: tuple[Option, ...] = (
     # model
-    Option("model.name", ("--model", "-m"), "Zoo model or fit:N (see `cnnbench models`).", _MODEL, ("train",),
+    Option("model.name", ("--model", "-m"), "Zoo model or fit:N (see `cnnbench models`).", _MODEL, ("train", "tune"),
            default=DEFAULT_MODEL),
     Option("model.name", ("--backbone",), "A torchvision backbone from `cnnbench models` (resnet50v2 and xception map "
-           "to the closest one).", _TRANSFER, ("finetune",), default="the parent run's, with --weights run:"),
+           "to the closest one).", _TRANSFER, ("finetune", "tune"), default="the parent run's, with --weights run:"),
     Option("model.dropout", ("--dropout",), "Dropout (train: overrides the model's; finetune: the head's).", _MODEL,
            default="the model's / 0"),
     Option("model.init", ("--init",), "default | glorot (Keras) | he.", _MODEL),
+    Option("model.arch.stages", ("--arch-stages",), "--model arch: convolution stages.", _ARCH, ("train", "tune")),
+    Option("model.arch.width", ("--arch-width",), "--model arch: channels of the first stage.", _ARCH, ("train", "tune")),
+    Option("model.arch.growth", ("--arch-growth",), "--model arch: channel multiplier per stage.", _ARCH, ("train", "tune")),
+    Option("model.arch.kernel", ("--arch-kernel",), "--model arch: kernel size.", _ARCH, ("train", "tune")),
+    Option("model.arch.padding", ("--arch-padding",), "--model arch: valid | same.", _ARCH, ("train", "tune")),
+    Option("model.arch.downsample", ("--arch-downsample",), "--model arch: pool | stride.", _ARCH, ("train", "tune")),
+    Option("model.arch.batchnorm", ("--arch-batchnorm/--no-arch-batchnorm",), "--model arch: BatchNorm per stage.",
+           _ARCH, ("train", "tune")),
+    Option("model.arch.dense", ("--arch-dense",), "--model arch: hidden dense units (0: none).", _ARCH, ("train", "tune")),
+    Option("model.arch.dense_activation", ("--arch-dense-activation",), "--model arch: linear | relu.", _ARCH,
+           ("train", "tune")),
+    Option("model.arch.features", ("--arch-features",), "--model arch: flatten | avg (global average pooling).",
+           _ARCH, ("train", "tune")),
     Option("model.weights", ("--weights",), "imagenet | none | PATH (a state dict) | run:RUN_DIR", _TRANSFER,
-           ("finetune",), default="imagenet"),
-    Option("model.head.kind", ("--head",), "linear | extended | mlp:W1,W2,...", _TRANSFER, ("finetune",),
+           ("finetune", "tune"), default="imagenet"),
+    Option("model.head.kind", ("--head",), "linear | extended | mlp:W1,W2,...", _TRANSFER, ("finetune", "tune"),
            default="linear, or the parent run's head"),
-    Option("model.head.units", ("--units",), "Hidden units of the extended head.", _TRANSFER, ("finetune",)),
+    Option("model.head.units", ("--units",), "Hidden units of the extended head.", _TRANSFER, ("finetune", "tune")),
     Option("model.head.activation", ("--activation",), "relu | elu | gelu | tanh | leaky_relu", _TRANSFER,
-           ("finetune",)),
-    Option("model.head.pool", ("--pool",), "avg | flatten | max2", _TRANSFER, ("finetune",),
+           ("finetune", "tune")),
+    Option("model.head.pool", ("--pool",), "avg | flatten | max2", _TRANSFER, ("finetune", "tune"),
            default="avg; max2 for extended"),
-    Option("model.freeze", ("--freeze",), "all | none | fraction:X | last:N | from:MODULE", _TRANSFER, ("finetune",),
+    Option("model.freeze", ("--freeze",), "all | none | fraction:X | last:N | from:MODULE", _TRANSFER, ("finetune", "tune"),
            default="all; none with --weights none"),
     Option("model.freeze_bn", ("--freeze-bn/--no-freeze-bn",), "Keep BatchNorm layers frozen (statistics and "
-           "affine) even in unfrozen blocks.", _TRANSFER, ("finetune",)),
+           "affine) even in unfrozen blocks.", _TRANSFER, ("finetune", "tune")),
     Option("train.head_epochs", ("--head-epochs",), "First train the head alone for N epochs (a parent run), then "
-           "fine-tune.", _TRANSFER, ("finetune",)),
-    Option("train.head_lr", ("--head-lr",), "Learning rate of the head-only phase.", _TRANSFER, ("finetune",),
+           "fine-tune.", _TRANSFER, ("finetune", "tune")),
+    Option("train.head_lr", ("--head-lr",), "Learning rate of the head-only phase.", _TRANSFER, ("finetune", "tune"),
            default="--lr"),
-    Option("train.backbone_lr_mult", ("--backbone-lr-mult",), "Backbone lr = lr x this.", _TRANSFER, ("finetune",)),
+    Option("train.backbone_lr_mult", ("--backbone-lr-mult",), "Backbone lr = lr x this.", _TRANSFER, ("finetune", "tune")),
     Option("train.cache_features", ("--cache-features/--no-cache-features",), "With a frozen backbone and no "
-           "augmentation, compute its features once.", _TRANSFER, ("finetune",)),
+           "augmentation, compute its features once.", _TRANSFER, ("finetune", "tune")),
     # data
     Option("data.dataset", ("--dataset", "-d"), "A name from `cnnbench datasets`, or folder:PATH.", _DATA,
            default=f"{DEFAULT_DATASET}, at {DEFAULT_DATASET_SIZE}x{DEFAULT_DATASET_SIZE} unless --size"),
@@ -372,7 +418,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("data.size", ("--size",), "Resize images to SIZE x SIZE.", _DATA, default="the dataset's"),
     Option("data.source", ("--source",), "catsdogs: the Kaggle archive or its folder.", _DATA),
     Option("data.download", ("--download/--no-download",), "Fetch the files if they are not under --root.", _DATA),
-    Option("data.storage", ("--storage",), "auto | memory | files (a file index, decoded while training).", _DATA),
+    # Not on tune, whose --storage is the study's database (a search sets data.storage in its --config file).
+    Option("data.storage", ("--storage",), "auto | memory | files (a file index, decoded while training).", _DATA,
+           ("train", "finetune")),
     # training
     Option("train.epochs", ("--epochs",), "Epochs to train (with --resume: the new total)."),
     Option("train.batch_size", ("--batch-size", "-b"), "Images per step."),
@@ -418,8 +466,8 @@ OPTIONS: tuple[Option, ...] = (
 )
 
 
-def options_for(kind: str) -> list[Option]:
-    return [option for option in OPTIONS if kind in option.commands]
+def options_for(command: str) -> list[Option]:
+    return [option for option in OPTIONS if command in option.commands]
 
 
 def flag_of(name: str, kind: str = "train") -> str:

@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -82,23 +82,25 @@ def dataset_normalization(prepared: Prepared) -> dict[str, Any]:
 
 
 def run(spec: RunSpec, *, out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
-        callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
-    """Run a specification into a new run directory under `out` (train from scratch, or fine-tune)."""
+        callbacks: list[Any] | tuple[Any, ...] = (), extra: dict[str, Any] | None = None) -> RunResult:  # fmt: skip
+    """Run a specification into a new run directory under `out` (train from scratch, or fine-tune). `extra` goes
+    into config.json (a search records the trial there)."""
     if spec.kind == "finetune":
         from cnnbench.finetune import finetune_run
 
-        return finetune_run(spec, out=out, progress=progress, log=log, callbacks=callbacks)
-    return train_with_plan(spec, lambda prepared: scratch_plan(spec, prepared), out=out, progress=progress, log=log,
-                           callbacks=callbacks)  # fmt: skip
+        return finetune_run(spec, out=out, progress=progress, log=log, callbacks=callbacks, extra=extra)
+    return train_with_plan(spec, lambda prepared: scratch_plan(spec, prepared, extra), out=out, progress=progress,
+                           log=log, callbacks=callbacks)  # fmt: skip
 
 
-def scratch_plan(spec: RunSpec, prepared: Prepared) -> ModelPlan:
+def scratch_plan(spec: RunSpec, prepared: Prepared, extra: dict[str, Any] | None = None) -> ModelPlan:
     from cnnbench.engine import initialise
     from cnnbench.models import build_model
 
-    model, model_spec = build_model(spec.model_name, prepared.input_spec, dropout=spec.model.dropout)
+    model, model_spec = build_model(spec.model_name, prepared.input_spec, dropout=spec.model.dropout,
+                                    arch=asdict(spec.model.arch))  # fmt: skip
     initialise(model, spec.model.init)
-    return ModelPlan(model=model, spec=model_spec, normalization=dataset_normalization(prepared))
+    return ModelPlan(model=model, spec=model_spec, normalization=dataset_normalization(prepared), extra=extra or {})
 
 
 def saved_spec(config: dict[str, Any]) -> RunSpec:
@@ -125,17 +127,23 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
 
     Only the total number of epochs (to train a finished run further) and the device may change.
     """
+    import os
+
     run_dir = RunDir.open(path)
-    lock = RunLock(run_dir.path).acquire()  # before reading its state: a run still training is refused here
+    # Before reading its state: a run still training is refused here. Under torchrun only rank 0 writes (and locks).
+    lock = RunLock(run_dir.path) if int(os.environ.get("RANK", "0")) == 0 else None
+    if lock is not None:
+        lock.acquire()
     try:
         return _resume(run_dir, epochs=epochs, device=device, progress=progress, log=log, callbacks=callbacks)
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _resume(run_dir: RunDir, *, epochs: int | None, device: str | None, progress: Any, log: Log | None,
             callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
-    saved = run_dir.config()
+    saved = run_dir.config(require=("data", "prepared", "train", "model", "device"))  # older runs lack the rest
     spec = saved_spec(saved)
     config = replace(spec.train, epochs=epochs or spec.train.epochs, device=device or spec.train.device)
     if device is None:  # the same device trains on exactly as before: no new format probe
@@ -144,7 +152,10 @@ def _resume(run_dir: RunDir, *, epochs: int | None, device: str | None, progress
     if not run_dir.checkpoint_path("last").is_file():
         raise UsageError(f"{run_dir.name} has no checkpoints/last.pt to resume from (it stopped before its first epoch)")
     state = run_dir.load_checkpoint("last")
-    finished = run_dir.status() in ("completed", "diverged") and epochs is None  # more needs an explicit --epochs
+    run_dir.metrics()  # a damaged metrics.csv says so now, before the run is touched
+    summary = run_dir.summary()  # likewise a damaged summary.json (None: the run never wrote one)
+    status = summary["status"] if summary else "incomplete"
+    finished = status in ("completed", "diverged") and epochs is None  # more needs an explicit --epochs
     if state["epoch"] >= config.epochs or finished:
         raise UsageError(f"{run_dir.name} already completed {state['epoch']} epochs; pass --epochs N with N larger "
                          f"to train it further")  # fmt: skip
@@ -153,9 +164,10 @@ def _resume(run_dir: RunDir, *, epochs: int | None, device: str | None, progress
         from cnnbench.models import ModelSpec, build
 
         model_spec = ModelSpec.from_dict(saved["model"])
-        plan = ModelPlan(model=build(model_spec), spec=model_spec, normalization=saved["normalization"],
-                         kind=saved["kind"])  # fmt: skip
-        if saved["kind"] == "finetune":
+        normalization = saved.get("normalization") or dataset_normalization(prepared)  # older runs lack it
+        plan = ModelPlan(model=build(model_spec), spec=model_spec, normalization=normalization,
+                         kind=saved.get("kind", "train"))  # fmt: skip
+        if saved.get("kind") == "finetune":
             from cnnbench.finetune import add_feature_cache
 
             add_feature_cache(plan, config)
@@ -252,7 +264,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                 "git": git_revision(),
             })  # fmt: skip
             return _fit_into(run_dir, trainer, counts, state=None, progress=progress, log=log, callbacks=callbacks)
-    saved = run_dir.config()  # a resumed run: its caller holds the lock
+    run_dir.remove_stale_temp_files()  # a killed writer's half-written files; its caller holds the lock
+    saved = run_dir.config()  # a resumed run
     saved["train"].update(epochs=config.epochs, device=config.device)
     if "spec" in saved:
         saved["spec"]["train"].update(epochs=config.epochs, device=config.device)
@@ -265,8 +278,6 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
 def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[str, Any] | None, progress: Any,
               log: Log, callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
     """Train with the run directory's writer as the first callback, and end with the summary whatever happens."""
-    import torch
-
     from cnnbench.engine import StopRun
 
     log(f"run directory: {run_dir.path}")
@@ -297,7 +308,7 @@ def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[s
         finish("failed", error=f"{type(error).__name__}: {error}")
         raise
     if trainer.early.best_epoch and run_dir.checkpoint_path("best").is_file():
-        trainer.model.load_state_dict(torch.load(run_dir.checkpoint_path("best"), weights_only=True)["model"])
+        trainer.model.load_state_dict(run_dir.load_checkpoint("best", map_location=trainer.device)["model"])
     return finish("completed")
 
 

@@ -17,7 +17,8 @@ CIFAR10 = InputSpec(channels=3, height=32, width=32, num_classes=10)
 
 
 def test_each_name_belongs_to_exactly_one_family():
-    examples = {"zoo": MODELS.names(), "fit": ["fit:7500", "fit:2e6"], "torchvision": ["resnet18", "resnet50v2"]}
+    examples = {"zoo": MODELS.names(), "fit": ["fit:7500", "fit:2e6"], "torchvision": ["resnet18", "resnet50v2"],
+                "arch": ["arch"]}
     assert set(examples) == set(FAMILIES)
     for family, names in examples.items():
         for name in names:
@@ -25,7 +26,7 @@ def test_each_name_belongs_to_exactly_one_family():
 
 
 def test_every_family_answers_the_same_interface():
-    for name, input_spec in (("mnist-722", MNIST), ("fit:3000", MNIST), ("squeezenet1_1", CIFAR10)):
+    for name, input_spec in (("mnist-722", MNIST), ("fit:3000", MNIST), ("squeezenet1_1", CIFAR10), ("arch", MNIST)):
         family = family_of(name)
         spec = family.resolve(name, input_spec, dropout=None, head=None)
         assert spec.family == family.name

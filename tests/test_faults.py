@@ -134,3 +134,15 @@ def test_a_read_only_destination_is_one_line(cli, data_root, small_tmpfs):
                  "--out", small_tmpfs / "runs")  # fmt: skip
     line = one_line(result.err)
     assert result.code == 2 and "read-only" in line and str(small_tmpfs) in line
+
+
+def test_resume_of_a_run_with_a_damaged_summary_is_one_line_and_touches_nothing(cli, data_root, tmp_path):
+    from cnnbench.training import run as run_spec
+    from tests.helpers import digits, spec
+
+    run = run_spec(spec(digits(data_root), "mnist-722", epochs=2), out=tmp_path).run
+    (run.path / "summary.json").write_text('{"status": "compl')
+    before = (run.path / "config.json").read_text()
+    result = cli("train", "--resume", run.path, "--epochs", "3")
+    assert result.code == 2 and "summary.json" in one_line(result.err)
+    assert (run.path / "config.json").read_text() == before and len(run.metrics()) == 2

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from cnnbench.cli.common import JsonFlag, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, emit_json, stderr, stdout
 
 
 def report(
@@ -21,12 +21,18 @@ def report(
     plots: Annotated[bool, typer.Option("--plots", help="Also draw loss/accuracy curves to OUT/plots/.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Gather runs into one table (written as OUT/report.csv and OUT/report.md); never modifies a run."""
-    from cnnbench.report import build_table, collect, parse_columns, plot_curves, to_markdown, write_report
-    from cnnbench.runs import find_runs
+    """Gather runs into one table (written as OUT/report.csv and OUT/report.md); never modifies a run.
+
+    A run with a damaged file is a row with status "damaged" and its reason; the table of the others is still made."""
+    from cnnbench.report import (build_table, collect, damaged_runs, parse_columns, plot_curves, plottable_runs,
+                                 to_markdown, write_report)  # fmt: skip
 
     sources = paths or [Path("results/runs")]
     frame = collect(sources)
+    damaged = damaged_runs(frame)
+    if len(damaged):  # a note, not an error: the table is made, and each damaged row carries its reason
+        stderr().print(f"note: {len(damaged)} damaged run(s), shown with status damaged and a reason: "
+                       f"{', '.join(damaged['run'])}", markup=False)  # fmt: skip
     if columns == "list":
         stdout().print("\n".join(frame.columns), markup=False)
         return
@@ -34,7 +40,7 @@ def report(
     groups = [c.strip() for c in group_by.split(",") if c.strip()] if group_by else None
     table = build_table(frame, columns=chosen, sort=sort, group_by=groups)
     written = write_report(table, out)
-    images = plot_curves(find_runs(sources), out / "plots") if plots else []
+    images = plot_curves(plottable_runs(frame), out / "plots") if plots else []
     if json_output:
         emit_json({"rows": table.to_dict(orient="records"), "files": {k: str(v) for k, v in written.items()},
                    "plots": [str(p) for p in images]})  # fmt: skip

@@ -17,14 +17,18 @@ from cnnbench.models.widths import apply_widths, record_widths
 from cnnbench.models.zoo import MODELS, InputSpec
 
 
-def resolve(name: str, spec: InputSpec, *, dropout: float | None = None,
-            head: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
+def resolve(name: str, spec: InputSpec, *, dropout: float | None = None, head: dict[str, Any] | None = None,
+            arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
     """Turn a user's model name into a concrete, rebuildable spec (a `fit:N` name is resolved to its width here).
 
     `head` (`transfer.parse_head(...).to_dict()`) is for torchvision backbones, which otherwise get a single dense
-    layer; `dropout` is the model's own, or the head's for a backbone.
+    layer; `dropout` is the model's own, or the head's for a backbone; `arch` is the `arch` model's shape
+    (spec.ArchChoice as a dict).
     """
-    return family_of(name).resolve(name, spec, dropout=dropout, head=head)
+    family = family_of(name)
+    if arch is not None and family.name == "arch":
+        return family.resolve(name, spec, dropout=dropout, head=head, arch=arch)
+    return family.resolve(name, spec, dropout=dropout, head=head)
 
 
 def build(model_spec: ModelSpec) -> nn.Module:
@@ -46,8 +50,9 @@ def train_always(model: nn.Module, names: set[str] | list[str]) -> None:
             parameter.requires_grad = True
 
 
-def build_model(name: str, spec: InputSpec, *, dropout: float | None = None) -> tuple[nn.Module, ModelSpec]:
-    model_spec = resolve(name, spec, dropout=dropout)
+def build_model(name: str, spec: InputSpec, *, dropout: float | None = None,
+                arch: dict[str, Any] | None = None) -> tuple[nn.Module, ModelSpec]:  # fmt: skip
+    model_spec = resolve(name, spec, dropout=dropout, arch=arch)
     return build(model_spec), model_spec
 
 

@@ -172,8 +172,45 @@ class TorchvisionFamily:
         return f"torchvision {spec.name} with a {spec.options['head']['kind']} head"
 
 
+class ArchFamily:
+    name = "arch"
+    summary = "arch, a plain CNN described by --arch-* options (stages, width, growth, kernel ...): what tune searches"
+
+    def listing(self) -> list[str]:
+        return ["arch"]
+
+    def owns(self, model_name: str) -> bool:
+        return model_name == "arch"
+
+    def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None,
+                head: dict[str, Any] | None, arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
+        from dataclasses import asdict
+
+        from cnnbench.models.arch import plan
+        from cnnbench.spec import ArchChoice
+
+        _refuse_head(model_name, self.name, head)
+        arch = arch or asdict(ArchChoice())
+        plan(input_spec, arch)  # refuses an input too small for the stages, before anything is built
+        return ModelSpec(name=model_name, family=self.name, input=input_spec,
+                         options={"arch": dict(arch), "dropout": dropout or 0.0})  # fmt: skip
+
+    def build(self, spec: ModelSpec) -> nn.Module:
+        from cnnbench.models.arch import arch_net
+
+        return arch_net(spec.input, arch=spec.options["arch"], dropout=spec.options.get("dropout", 0.0))
+
+    def seed_input(self, model_name: str) -> InputSpec | None:
+        return None
+
+    def describe(self, spec: ModelSpec) -> str:
+        a = spec.options["arch"]
+        return (f"arch: {a['stages']} stages from {a['width']} channels (x{a['growth']}), {a['kernel']}x{a['kernel']} "
+                f"{a['padding']}, {a['downsample']}, {'BN, ' if a['batchnorm'] else ''}dense {a['dense']}")
+
+
 FAMILIES: Registry[ModelFamily] = Registry("model family")
-for _family in (ZooFamily(), FitFamily(), TorchvisionFamily()):
+for _family in (ZooFamily(), FitFamily(), TorchvisionFamily(), ArchFamily()):
     FAMILIES.register(_family.name, _family)
 
 

@@ -1,0 +1,212 @@
+"""`tune`: exact trial counts, nothing lost after a kill, workers that share a study, trial pruning, budgets, spaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cnnbench.errors import UsageError
+from cnnbench.spec import resolve
+from cnnbench.tuning import TuneOptions, load_space, open_study, parse_space, tune
+from tests.helpers import DIGITS28
+
+CLI = [sys.executable, "-c", "from cnnbench.cli import run; run()"]
+LR_SPACE = {"train.lr": {"float": [1e-3, 3e-2], "log": True}, "train.batch_size": {"choices": [64, 128]}}
+
+
+def base(data_root: Path, **values):
+    return resolve({"model.name": "mnist-722", "data.size": 28, "data.root": data_root, "train.epochs": 2, **values})
+
+
+def states(folder: Path, study: str) -> list[tuple[str, dict]]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    return [(t.state.name, t.params) for t in optuna.load_study(study_name=study, storage=storage).trials]
+
+
+def test_a_small_study_runs_exactly_the_trials_asked_and_writes_its_tables(data_root, tmp_path):
+    space = parse_space(LR_SPACE, "test")
+    options = TuneOptions(study="small", folder=tmp_path / "small", n_trials=3, seed=1)
+    summary = tune(base(data_root), "small", space, options, log=lambda m: None)
+    assert [s for s, _ in states(options.folder, "small")] == ["COMPLETE"] * 3
+    assert summary["complete"] == 3 and 0 < summary["best"]["value"] <= 1
+    trials = (options.folder / "trials.csv").read_text().splitlines()
+    assert len(trials) == 4 and "train.lr" in trials[0]
+    runs = sorted((options.folder / "trials").iterdir())
+    assert len(runs) == 3
+    config = json.loads((runs[0] / "config.json").read_text())
+    assert config["trial"]["study"] == "small" and set(config["trial"]["params"]) == {"train.lr", "train.batch_size"}
+    best = json.loads((options.folder / "best.json").read_text())
+    assert resolve({}, options.folder / "best.json").train.lr == best["train"]["lr"]  # train --config takes it
+    assert (options.folder / "history.png").stat().st_size > 1000
+    again = tune(base(data_root), "small", space, options, log=lambda m: None)  # the same command: nothing to add
+    assert again["complete"] == 3 and len(list((options.folder / "trials").iterdir())) == 3
+
+
+def test_repeats_train_each_configuration_with_several_seeds(data_root, tmp_path):
+    options = TuneOptions(study="rep", folder=tmp_path / "rep", n_trials=1, repeats=2)
+    summary = tune(base(data_root, **{"train.epochs": 1}), "rep", parse_space(LR_SPACE, "t"), options, log=print)
+    seeds = sorted(json.loads((r / "config.json").read_text())["spec"]["train"]["seed"]
+                   for r in (options.folder / "trials").iterdir())  # fmt: skip
+    assert seeds == [0, 1] and summary["complete"] == 1
+
+
+def test_over_budget_architectures_are_rejected_without_training(data_root, tmp_path):
+    _, space = load_space("arch")
+    options = TuneOptions(study="tiny", folder=tmp_path / "tiny", n_trials=3, max_params=722, seed=3)
+    summary = tune(base(data_root, **{"model.name": "arch", "train.epochs": 1}), "arch", space, options,
+                   log=lambda m: None)  # fmt: skip
+    trials = states(options.folder, "tiny")
+    assert sum(s == "COMPLETE" for s, _ in trials) == 3 and summary["complete"] == 3
+    runs = list((options.folder / "trials").iterdir())
+    assert len(runs) == 3, "a rejected architecture is never trained"
+    for run in runs:
+        assert json.loads((run / "summary.json").read_text())["params"]["trainable"] <= 722
+
+
+def test_the_median_pruner_stops_a_hopeless_trial(data_root, tmp_path):
+    space = parse_space({"train.lr": {"choices": [3e-2, 2e-2, 1e-2, 1e-9]}}, "t")
+    options = TuneOptions(study="prune", folder=tmp_path / "prune", n_trials=4, pruner="median", sampler="random")
+    study = open_study(options, space)
+    for lr in (3e-2, 2e-2, 1e-2, 1e-9):  # the hopeless one last, after the median has three curves
+        study.enqueue_trial({"train.lr": lr})
+    tune(base(data_root, **{"train.epochs": 6}), "prune", space, options, log=lambda m: None)
+    trials = states(options.folder, "prune")
+    assert [s for s, _ in trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    pruned = [r for r in (options.folder / "trials").iterdir()
+              if json.loads((r / "summary.json").read_text())["status"] == "pruned"]  # fmt: skip
+    assert len(pruned) == 1 and json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"] < 6
+
+
+@pytest.mark.parametrize("content, named", [
+    ('"train.lrate" = {float = [0.1, 0.2]}', "train.lrate"),
+    ('"train.lr" = {float = [0.2, 0.1]}', "empty range"),
+    ('"train.lr" = {float = [0.0, 0.1], log = true}', "log range"),
+    ('"train.epochs" = {float = [1.5, 3.0]}', "train.epochs"),
+    ('"train.optimizer" = {choices = []}', "non-empty"),
+    ('"train.lr" = 0.1', "expected a range"),
+    ("[[[", "cannot be read"),
+])  # fmt: skip
+def test_a_bad_space_file_exits_2_naming_the_entry(cli, tmp_path, content, named):
+    path = tmp_path / "space.toml"
+    path.write_text(content + "\n")
+    with pytest.raises(UsageError, match=named):
+        load_space(str(path))
+    result = cli("tune", "--space", path, "--folder", tmp_path / "study")
+    assert result.code == 2 and named in result.err and len(result.err.strip().splitlines()) == 1
+    assert not (tmp_path / "study").exists(), "nothing runs before the space is checked"
+
+
+def tune_process(data_root: Path, folder: Path, n_trials: int, epochs: int, *extra: str) -> subprocess.Popen:
+    space = folder.parent / "space.json"
+    space.write_text(json.dumps(LR_SPACE))
+    return subprocess.Popen([*CLI, "tune", "--space", str(space), "--study", "s", "--folder", str(folder),
+                             "--n-trials", str(n_trials), "--model", "mnist-722", *DIGITS28, "--root", str(data_root),
+                             "--epochs", str(epochs), "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def wait_for(condition, process: subprocess.Popen, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_sigkilled_study_continues_with_no_trial_lost_or_counted_twice(data_root, tmp_path):
+    folder = tmp_path / "study"
+    process = tune_process(data_root, folder, 3, 60)
+    wait_for(lambda: (folder / "study.journal").exists() and [s for s, _ in states(folder, "s")][-1:] == ["RUNNING"]
+             and any(folder.glob("trials/*/metrics.csv")), process)  # fmt: skip
+    process.kill()
+    process.communicate()
+    killed = [p for s, p in states(folder, "s") if s == "RUNNING"]
+    assert len(killed) == 1
+    again = tune_process(data_root, folder, 3, 60)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    trials = states(folder, "s")
+    assert sum(s == "COMPLETE" for s, _ in trials) == 3 and not any(s == "RUNNING" for s, _ in trials)
+    assert [s for s, _ in trials].count("FAIL") == 1
+    assert killed[0] in [p for s, p in trials if s == "COMPLETE"], "the killed trial's configuration ran again"
+
+
+def test_two_processes_share_one_study_and_its_total(data_root, tmp_path):
+    folder = tmp_path / "study"
+    first = tune_process(data_root, folder, 4, 3)
+    second = tune_process(data_root, folder, 4, 3)
+    for process in (first, second):
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+    trials = states(folder, "s")
+    assert [s for s, _ in trials].count("COMPLETE") == 4 and len(trials) == 4
+    workers = {json.loads((r / "config.json").read_text())["trial"]["number"] for r in (folder / "trials").iterdir()}
+    assert workers == {0, 1, 2, 3}
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A PostgreSQL server of our own on a local socket (Debian's postgresql package; .ci/run installs it)."""
+    initdb = shutil.which("initdb") or next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy's driver for postgresql:// URLs)
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'psycopg[binary]'; the dev extra has it)")
+    if initdb is None:
+        pytest.skip("PostgreSQL's initdb is not installed (apt-get install postgresql; .ci/run does)")
+    import tempfile
+
+    bin_dir = Path(initdb).parent
+    folder = Path(tempfile.mkdtemp(prefix="cnnbench-pg-"))  # not under pytest's 0700 tree: postgres must reach it
+    data, socket_dir = folder / "data", folder / "sock"
+    socket_dir.mkdir()
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_user:
+        shutil.chown(folder, "postgres")
+        shutil.chown(socket_dir, "postgres")
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(folder / "log"), "-o",
+                    f"-k {socket_dir} -c listen_addresses=''", "start"], check=True, capture_output=True)  # fmt: skip
+    yield f"postgresql://postgres@/postgres?host={socket_dir}"
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_workers_on_a_postgresql_study_share_it_and_a_killed_one_is_retried(data_root, tmp_path, postgres):
+    import optuna
+
+    folder = tmp_path / "study"
+    first = tune_process(data_root, folder, 4, 60, "--storage", postgres)
+    second = tune_process(data_root, tmp_path / "other", 4, 3, "--storage", postgres)
+    storage = optuna.storages.RDBStorage(postgres)
+
+    def running() -> bool:
+        try:
+            trials = optuna.load_study(study_name="s", storage=storage).trials
+        except KeyError:
+            return False
+        return any(t.state.name == "RUNNING" and t.user_attrs.get("pid") == first.pid for t in trials)
+
+    wait_for(running, first)
+    first.kill()
+    first.communicate()
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    again = tune_process(data_root, folder, 4, 3, "--storage", postgres)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert [t.state.name for t in trials].count("COMPLETE") == 4
+    assert not any(t.state.name == "RUNNING" for t in trials)
