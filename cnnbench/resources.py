@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnnbench.config import TrainConfig
-from cnnbench.data.prepare import Prepared, PrepareOptions, load_or_prepare, prepared_dir
+from cnnbench.data.prepare import Prepared, PrepareOptions, load_or_prepare, prepared_dir, read_manifest
 
 Log = Callable[[str], None]
 
@@ -31,9 +31,8 @@ def prepared(options: PrepareOptions, *, log: Log | None = None) -> Prepared:
     """The prepared dataset for `options`, read (or prepared) once per process. A cache folder that was deleted or
     prepared again since it was read is read again."""
     directory = prepared_dir(options)
-    manifest = directory / "manifest.json"
     held = _prepared.get(directory)
-    if held is not None and manifest.is_file() and json.loads(manifest.read_text()) == held.manifest:
+    if held is not None and _manifest_now(directory) == held.manifest:
         _prepared.move_to_end(directory)
         return held
     result = load_or_prepare(options, log=log)
@@ -41,6 +40,16 @@ def prepared(options: PrepareOptions, *, log: Log | None = None) -> Prepared:
     while len(_prepared) > PREPARED_KEPT:
         _prepared.popitem(last=False)
     return result
+
+
+def _manifest_now(directory: Path) -> dict | None:
+    """The cache's manifest as it is on disk now; None when it is gone or damaged (load_or_prepare then says why)."""
+    from cnnbench.errors import UsageError
+
+    try:
+        return read_manifest(directory) if (directory / "manifest.json").is_file() else None
+    except UsageError:
+        return None
 
 
 def forget() -> None:

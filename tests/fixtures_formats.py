@@ -71,7 +71,9 @@ def write_cifar_batches(root: Path, classes: int = 10, per_batch: int = 3, seed:
     """CIFAR-10 (classes=10) or CIFAR-100 (classes=100) pickles in torchvision's layout.
 
     CIFAR-10 batches use bytes keys, like the real Python-2 pickles read with encoding="bytes"; CIFAR-100 uses str
-    keys, so both key kinds are exercised. Returns {"train"/"test": (images (N,3,32,32), labels), "classes": names}.
+    keys, so both key kinds are exercised. Labels are random, but the train labels name every class at least once
+    when there are enough images (prepare refuses a class with no train image). Returns {"train"/"test":
+    (images (N,3,32,32), labels), "classes": names}.
     """
     rng = np.random.default_rng(seed)
     ten = classes == 10
@@ -80,16 +82,19 @@ def write_cifar_batches(root: Path, classes: int = 10, per_batch: int = 3, seed:
     names = [f"class{i}" for i in range(classes)]
     train_files = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
     label_key = "labels" if ten else "fine_labels"
+    n_train = per_batch * len(train_files)
+    every_class = rng.integers(0, classes, n_train)
+    every_class[rng.choice(n_train, min(classes, n_train), replace=False)] = np.arange(min(classes, n_train))
 
-    def batch(n: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    def batch(n: int, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
         images = rng.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-        labels = rng.integers(0, classes, n)
+        labels = rng.integers(0, classes, n) if labels is None else labels
         entry = {"data": images.reshape(n, -1), label_key: labels.tolist()}
         return images, labels, {k.encode() if ten else k: v for k, v in entry.items()}
 
     train_images, train_labels = [], []
-    for name in train_files:
-        images, labels, entry = batch(per_batch)
+    for number, name in enumerate(train_files):
+        images, labels, entry = batch(per_batch, every_class[number * per_batch : (number + 1) * per_batch])
         _dump(folder / name, entry)
         train_images.append(images)
         train_labels.append(labels)

@@ -254,7 +254,7 @@ def test_cifar10_shapes_pixels_and_grayscale(tmp_path):
 
 
 def test_cifar100_class_subset(tmp_path):
-    written = write_cifar_batches(tmp_path, classes=100, per_batch=400)
+    written = write_cifar_batches(tmp_path, classes=100, per_batch=600)  # ~6 train images a class: val gets some
     prepared = prepare(PrepareOptions(dataset="cifar100", root=tmp_path, classes=5, seed=2))
     assert len(prepared.classes) == 5 and set(prepared.classes) <= set(written["classes"])
     assert prepared.input_spec.num_classes == 5
@@ -276,15 +276,19 @@ def test_cifar100_class_subset(tmp_path):
 
 
 def _flowers(root: Path) -> dict:
-    labels = [i % 3 + 1 for i in range(30)]  # classes 1..3 (0..2 once prepared), 10 images each
-    splits = {"trnid": list(range(1, 10)), "valid": list(range(10, 16)), "tstid": list(range(16, 31))}
+    """Classes 1..3 (0..2 once prepared) with 10 images each, images 1..30; every other class of the 102 with two
+    (prepare refuses a class without images), images 31..228, one in the official train list and one in test."""
+    labels = [i % 3 + 1 for i in range(30)] + [c for c in range(4, 103) for _ in range(2)]
+    others = list(range(31, len(labels) + 1))
+    splits = {"trnid": list(range(1, 10)) + others[::2], "valid": list(range(10, 16)),
+              "tstid": list(range(16, 31)) + others[1::2]}  # fmt: skip
     return write_flowers(root, labels, splits)
 
 
 def test_flowers_official_split_follows_setid(tmp_path):
     written = _flowers(tmp_path)
     prepared = prepare(PrepareOptions(dataset="flowers102", root=tmp_path, size=16))
-    assert _totals(prepared) == {"train": 9, "val": 6, "test": 15}
+    assert _totals(prepared) == {"train": 9 + 99, "val": 6, "test": 15 + 99}
     assert len(prepared.classes) == 102 and prepared.input_spec.num_classes == 102
     for name, key in (("train", "trnid"), ("val", "valid"), ("test", "tstid")):
         expected = np.bincount([written["labels"][n - 1] - 1 for n in written["splits"][key]], minlength=102)
@@ -296,8 +300,8 @@ def test_flowers_resplit_is_stratified_and_keeps_paths_with_labels(tmp_path):
     written = _flowers(tmp_path)
     prepared = prepare(PrepareOptions(dataset="flowers102", root=tmp_path, size=16, split=parse_split("0.5,0.2,0.3"),
                                       storage="files"))  # fmt: skip
-    assert _totals(prepared) == {"train": 15, "val": 6, "test": 9}
-    _assert_stratified(prepared, (0.5, 0.2, 0.3), [10, 10, 10] + [0] * 99)
+    assert _totals(prepared) == {"train": 15 + 99, "val": 6, "test": 9 + 99}
+    _assert_stratified(prepared, (0.5, 0.2, 0.3), [10, 10, 10] + [2] * 99)
     for name in SPLITS:
         split = prepared.splits[name]
         assert split.images is None and len(split.paths) == len(split.labels)
@@ -408,7 +412,8 @@ def test_unreadable_images_everywhere_fail_cleanly(tmp_path):
             (tree / name / f"{i}.jpg").write_bytes(truncated_jpeg_bytes())
     with pytest.raises(UsageError, match="train split is empty"):
         prepare(PrepareOptions(dataset=f"folder:{tree}", root=tmp_path / "data", size=12))
-    assert list((tmp_path / "data" / "prepared").iterdir()) == []  # the staging folder is removed
+    prepared = tmp_path / "data" / "prepared"
+    assert not prepared.exists() or list(prepared.iterdir()) == []  # no staging folder is left
 
 
 # ------------------------------------------------------------------------------------------------------------- pets

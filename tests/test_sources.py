@@ -270,6 +270,22 @@ def test_folder_tree_classes_and_counts(tmp_path):
     assert [Path(s["path"]).name for s in data.skipped] == ["notes.txt"]
 
 
+def test_folder_files_keep_os_walks_order(tmp_path):
+    """The order the members had when os.walk listed them, so trees prepared before keep their split hashes."""
+    import os
+
+    tree = tmp_path / "tree"
+    for relative in ("a/z.png", "a/B.png", "a/sub/2.png", "a/sub/10.png", "a/Sub/x.png", "a/sub/deeper/0.png",
+                     "a/b.png", "b/only.png"):  # fmt: skip
+        write_jpeg(tree / relative, seed=len(relative))
+    walked = []
+    for class_dir in sorted(p for p in tree.iterdir() if p.is_dir()):
+        for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+            dirnames.sort()
+            walked += [os.path.join(dirpath, name) for name in sorted(filenames)]
+    assert read_folder(tree).parts["train"].paths == walked
+
+
 def test_folder_missing_or_flat_is_usage_error(tmp_path):
     with pytest.raises(UsageError, match="nowhere"):
         read_folder(tmp_path / "nowhere")
@@ -326,15 +342,18 @@ def test_prepared_cache_names_are_unchanged(tmp_path, options, folder):
     assert prepared_dir(PrepareOptions(root=tmp_path, **options)) == tmp_path / "prepared" / folder
 
 
-def test_a_folder_datasets_cache_name_is_unchanged(tmp_path, monkeypatch):
+def test_a_folder_datasets_cache_name_is_its_path_and_contents_in_any_spelling(tmp_path, monkeypatch):
     from cnnbench.data.prepare import PrepareOptions, prepared_dir
 
     write_image_folder(tmp_path / "tree", {"ant": 1, "bee": 1})
     monkeypatch.chdir(tmp_path)
-    # The key as it was computed before the registry: the tree's absolute path and the storage, for any spelling.
+    # The key as it was computed before the registry (the tree's absolute path and the storage), plus a digest of the
+    # tree's files, so that a tree changed since it was prepared is prepared again.
     key = {"dataset": f"folder:{(tmp_path / 'tree').resolve()}", "split": None, "val_fraction": 0.1, "seed": 0,
            "classes": None, "grayscale": False, "size": 12, "source": None, "storage": "auto"}  # fmt: skip
-    expected = "folder-" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+    content_key = PrepareOptions(dataset=f"folder:{tmp_path / 'tree'}", root=tmp_path, size=12).content_key()
+    assert content_key == {**key, "files": content_key["files"]} and len(content_key["files"]) == 64
+    expected = "folder-" + hashlib.sha256(json.dumps(content_key, sort_keys=True).encode()).hexdigest()[:12]
     for spelling in (str(tmp_path / "tree"), "tree", "./tree/"):
         assert prepared_dir(PrepareOptions(dataset=f"folder:{spelling}", root=tmp_path, size=12)).name == expected
 
@@ -375,7 +394,8 @@ def test_decode_many_keeps_good_files_in_order(tmp_path):
     images, kept, skipped = decode_many(paths, size=4, channels=1, workers=3, progress=calls.append)
     assert kept == [0, 1, 3, 4, 5]
     assert images[:, 0, 0, 0].tolist() == [0, 50, 100, 150, 200]
-    assert skipped == [{"path": str(bad), "reason": skipped[0]["reason"]}] and "truncated" in skipped[0]["reason"]
+    assert skipped == [{"path": str(bad), "reason": skipped[0]["reason"], "kind": "truncated"}]
+    assert "truncated" in skipped[0]["reason"]
     assert calls and calls[-1] == len(paths)
 
 

@@ -12,11 +12,7 @@ def datasets(root: RootOption = Path("data"), json_output: JsonFlag = False) -> 
     from cnnbench.data.catalog import DATASETS
 
     entries = [DATASETS.get(name) for name in DATASETS]
-    rows = [{"name": entry.name, "description": entry.description, "classes": entry.num_classes,
-             "shape": [entry.channels, entry.size, entry.size], "images": entry.images,
-             "files": entry.location(root), "present": entry.present(root), "download": entry.download,
-             "splits": list(entry.official_parts)}
-            for entry in entries if entry.parameter is None]  # fmt: skip
+    rows = [_row(entry, root) for entry in entries if entry.parameter is None]
     # Parametrised entries (folder:PATH) are families of datasets: one line each, not a row of counts.
     families = "\n".join(f"{entry.usage}  {entry.description}" for entry in entries if entry.parameter is not None)
     if json_output:
@@ -28,8 +24,27 @@ def datasets(root: RootOption = Path("data"), json_output: JsonFlag = False) -> 
     for row in rows:
         c, h, w = row["shape"]
         table.add_row(*cells(row["name"], str(row["classes"]), f"{c}x{h}x{w}", f"{row['images']:,}",
-                             "/".join(row["splits"]), row["files"], "yes" if row["present"] else "no",
+                             "/".join(row["splits"]), row["files"], _here(row),
                              "yes" if row["download"] else "no"))  # fmt: skip
     console = stdout()
     console.print(table)
     console.print(families, markup=False)
+
+
+def _row(entry, root: Path) -> dict:
+    # Present means complete: every file the reader needs is there and not empty (an interrupted download leaves
+    # empty folders and files behind); "missing" names what is not.
+    missing = entry.missing(root)
+    return {"name": entry.name, "description": entry.description, "classes": entry.num_classes,
+            "shape": [entry.channels, entry.size, entry.size], "images": entry.images, "files": entry.location(root),
+            "present": not missing, "missing": missing, "download": entry.download,
+            "splits": list(entry.official_parts)}  # fmt: skip
+
+
+def _here(row: dict) -> str:
+    """yes; no; or incomplete when the dataset's folder is there without all its files (--json names them)."""
+    if row["present"]:
+        return "yes"
+    if Path(row["files"]).exists():
+        return f"incomplete ({len(row['missing'])} missing or empty)"
+    return "no"

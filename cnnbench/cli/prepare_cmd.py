@@ -64,5 +64,7 @@ def prepare(
                   + (" ..." if len(manifest["classes"]) > 12 else "")))  # fmt: skip
     for name, counts in manifest["counts"].items():
         table.add_row(*cells(name, f"{counts['total']:,}  (hash {manifest['split_hashes'][name][:12]})"))
-    table.add_row(*cells("skipped files", str(len(manifest["skipped"]))))
+    by_reason = manifest.get("skipped_by_reason") or {}  # caches prepared before it was recorded have the list only
+    reasons = ", ".join(f"{count} {kind}" for kind, count in by_reason.items())
+    table.add_row(*cells("skipped files", f"{len(manifest['skipped'])}" + (f" ({reasons})" if reasons else "")))
     stdout().print(table)

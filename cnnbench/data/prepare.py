@@ -1,18 +1,29 @@
 """Turn a dataset's files into the prepared cache that `train` and `evaluate` read.
 
 A prepared dataset is a folder `<root>/prepared/<dataset>-<key>/` where the key hashes every option that changes its
-content (split ratios, seed, class subset, grayscale, size, source). It holds `manifest.json` (written last, so its
-presence means the folder is complete) and either `<split>.pt` files with uint8 image tensors, for data that fits in
-memory, or `index.json`, a file index that is decoded batch by batch while training. The same options always give the
-same folder, the same splits and the same split hashes, so a run directory can be re-evaluated years later.
+content (split ratios, seed, class subset, grayscale, size, source) and, for image files read in place (folder:PATH,
+catsdogs), every image's name, size and modification time, so a changed tree is prepared again. It holds
+`manifest.json` (written last, so its presence means the folder is complete) and either `<split>.pt` files with uint8
+image tensors, for data that fits in memory, or `index.json`, a file index that is decoded batch by batch while
+training; the manifest records each of those files' size and SHA-256, checked whenever the cache is read. The same
+options always give the same folder, the same splits and the same split hashes, so a run directory can be re-evaluated
+years later.
+
+A prepare writes into a staging folder `.tmp-<cache>@<host>@<pid>@<ns>` beside the cache and renames it into place;
+the staging folders of prepares that were killed are removed by the next prepare under the same root.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import re
 import shutil
+import socket
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +32,20 @@ import numpy as np
 
 from cnnbench import __version__
 from cnnbench.data.catalog import DATASETS, DatasetEntry, get_dataset
-from cnnbench.errors import UsageError
-from cnnbench.storage import write_json_atomic
+from cnnbench.data.sources import UNREADABLE
+from cnnbench.errors import DataMissing, UsageError
+from cnnbench.storage import jsonable, write_atomic
 
 SPLITS = ("train", "val", "test")
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # above this, photo collections stay on disk as a file index
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
+MANIFEST = "manifest.json"
+INDEX = "index.json"
+STAGING_PREFIX = ".tmp-"
+# A staging folder whose owner cannot be asked (another host, or a name without an owner) is left alone this long: a
+# prepare only stages while it writes the cache, which takes minutes at most.
+STALE_STAGING_SECONDS = 3600
+_MANIFEST_KEYS = ("dataset", "classes", "input", "storage", "counts", "split_hashes", "skipped", "normalization")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,13 +64,19 @@ class PrepareOptions:
     download: bool = False
     storage: str = "auto"  # auto | memory | files
 
-    def content_key(self) -> dict[str, Any]:
+    def content_key(self, files: str | None = None) -> dict[str, Any]:
+        """What the cache folder's name hashes. `files`: the digest of the files a read found (else they are walked)."""
         key = {k: v for k, v in asdict(self).items() if k not in ("root", "download", "storage")}
         entry = get_dataset(self.dataset)
         if entry.photos:  # a file index and decoded tensors are different caches
             key["storage"] = self.storage
         key["source"] = str(Path(self.source).resolve()) if self.source else None
         key["dataset"] = entry.cache_identity  # folder:PATH by its absolute path, so any working directory finds it
+        # Image files read in place (a folder tree) can change between two prepares: their names, sizes and times are
+        # part of the key. Datasets without such a digest keep the key (and cache folder name) they always had.
+        files = files or entry.content_digest(self)
+        if files is not None:
+            key["files"] = files
         return key
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,9 +153,9 @@ def parse_split(text: str | None) -> tuple[float, float, float] | None:
     return tuple(r / total for r in ratios)  # type: ignore[return-value]
 
 
-def prepared_dir(options: PrepareOptions) -> Path:
+def prepared_dir(options: PrepareOptions, *, files: str | None = None) -> Path:
     entry = get_dataset(options.dataset)
-    digest = hashlib.sha256(json.dumps(options.content_key(), sort_keys=True).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(json.dumps(options.content_key(files), sort_keys=True).encode()).hexdigest()[:12]
     return Path(options.root) / "prepared" / f"{entry.cache_name}-{digest}"
 
 
@@ -138,26 +163,162 @@ def load_or_prepare(options: PrepareOptions, *, log=None) -> Prepared:
     """The prepared dataset for these options, preparing it first if the cache does not hold it yet."""
     validate(options)  # the same answer for bad options whether or not a cache exists
     directory = prepared_dir(options)
-    if (directory / "manifest.json").exists():
-        return load_prepared(directory)
+    if (directory / MANIFEST).exists():
+        try:
+            return load_prepared(directory)
+        except DamagedCache as damage:
+            # The manifest is written last, so an unreadable one means the folder never became a complete cache (a
+            # copy cut short, a disk filling up): nothing in it can be trusted, and preparing again is exactly what
+            # a missing manifest triggers. A damaged data file under a sound manifest is different: the cache was
+            # complete and changed afterwards (a failing disk, a hand edit), so load_prepared refuses it and lets the
+            # user see that, instead of papering over it.
+            if damage.path.name != MANIFEST:
+                raise
+            (log or (lambda message: None))(f"warning: {damage.path} is damaged ({damage.problem}); preparing again")
+            try:
+                return prepare(options, log=log)
+            except DataMissing as missing:
+                raise DataMissing(f"{damage.path} is damaged ({damage.problem}) and the dataset cannot be prepared "
+                                  f"again: {missing}") from missing  # fmt: skip
     return prepare(options, log=log)
 
 
+class DamagedCache(UsageError):
+    """A file of a prepared cache that is missing, truncated, or not what was written: never used."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"prepared cache file {path} is damaged ({problem}); delete {self.path.parent} and prepare "
+                         f"again")  # fmt: skip
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """A cache folder's manifest, checked for the entries every reader of it needs."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DamagedCache(path, "missing") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from err
+    except ValueError as err:  # JSONDecodeError and UnicodeDecodeError both are
+        raise DamagedCache(path, f"not JSON: {_one_line(err)}") from err
+    if not isinstance(manifest, dict):
+        raise DamagedCache(path, "not a JSON object")
+    absent = [key for key in _MANIFEST_KEYS if key not in manifest]
+    if absent:
+        raise DamagedCache(path, f"no {', '.join(absent)} entry")
+    malformed = _malformed_entries(manifest)
+    if malformed:
+        raise DamagedCache(path, f"malformed {', '.join(malformed)} entry")
+    return manifest
+
+
+def _malformed_entries(manifest: dict[str, Any]) -> list[str]:
+    """The manifest entries that readers use and that do not have the shape prepare writes."""
+    shape, counts, files = manifest["input"], manifest["counts"], manifest.get("files", {})
+    sound = {
+        "storage": manifest["storage"] in ("memory", "files"),
+        "input": isinstance(shape, dict)
+        and all(isinstance(shape.get(k), int) for k in ("channels", "height", "width", "num_classes")),
+        "counts": isinstance(counts, dict)
+        and all(isinstance(counts.get(name), dict) and isinstance(counts[name].get("total"), int) for name in SPLITS),
+        "classes": isinstance(manifest["classes"], list)
+        and isinstance(shape, dict) and len(manifest["classes"]) == shape.get("num_classes"),
+        "files": isinstance(files, dict)
+        and all(isinstance(f, dict) and isinstance(f.get("bytes"), int) and isinstance(f.get("sha256"), str)
+                for f in files.values()),
+    }  # fmt: skip
+    return [name for name, ok in sound.items() if not ok]
+
+
 def load_prepared(directory: Path) -> Prepared:
+    """Read a prepared cache, checking every file against the manifest: a damaged file raises DamagedCache."""
     import torch
 
-    manifest = json.loads((directory / "manifest.json").read_text())
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    written = manifest.get("files", {})  # size and SHA-256 of each file (caches from before them: not checked)
     splits: dict[str, SplitData] = {}
     if manifest["storage"] == "memory":
         for name in SPLITS:
-            tensors = torch.load(directory / f"{name}.pt", weights_only=True)
-            splits[name] = SplitData(labels=tensors["labels"], images=tensors["images"])
+            path = directory / f"{name}.pt"
+            _check_written(path, written.get(path.name))
+            try:
+                tensors = torch.load(path, weights_only=True)
+                splits[name] = SplitData(labels=tensors["labels"], images=tensors["images"])
+            except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError... for a damaged file
+                raise DamagedCache(path, f"it does not load: {_one_line(err)}") from err
+            _check_split(path, splits[name], manifest, name)
     else:
-        index = json.loads((directory / "index.json").read_text())
+        path = directory / INDEX
+        _check_written(path, written.get(INDEX))
+        try:
+            index = json.loads(path.read_text())
+            for name in SPLITS:
+                paths, labels = index[name]["paths"], index[name]["labels"]
+                if not all(isinstance(p, str) for p in paths):
+                    raise TypeError("a path that is not a string")
+                splits[name] = SplitData(labels=torch.tensor(labels, dtype=torch.int64), paths=paths)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+            raise DamagedCache(path, f"not a file index: {_one_line(err)}") from err
         for name in SPLITS:
-            splits[name] = SplitData(labels=torch.tensor(index[name]["labels"], dtype=torch.int64),
-                                     paths=index[name]["paths"])  # fmt: skip
+            _check_split(path, splits[name], manifest, name)
     return Prepared(directory=directory, manifest=manifest, splits=splits)
+
+
+def _check_written(path: Path, written: dict | None) -> None:
+    """`path` exists and, when the manifest recorded them, has the size and SHA-256 it was written with.
+
+    torch.load reads a tensor file with a flipped byte without complaint (it checks no CRC), so the digest is what
+    keeps a damaged file from being trained on; hashing costs about what reading the file costs.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise DamagedCache(path, "missing") from None
+    if written is None:
+        return
+    if size != written["bytes"]:
+        raise DamagedCache(path, f"{size:,} bytes where {written['bytes']:,} were written")
+    if _sha256(path) != written["sha256"]:
+        raise DamagedCache(path, "its contents differ from those written (SHA-256 mismatch)")
+
+
+def _check_split(path: Path, split: SplitData, manifest: dict[str, Any], name: str) -> None:
+    """The split holds what the manifest says: its count, labels within the classes and (in memory) the image shape."""
+    import torch
+
+    shape = manifest["input"]
+    expected = manifest["counts"][name]["total"]
+    labels = split.labels
+    problem = None
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.ndim != 1:
+        problem = "its labels are not a 1-D int64 tensor"
+    elif len(labels) != expected:
+        problem = f"{len(labels):,} {name} labels where the manifest counts {expected:,}"
+    elif len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= shape["num_classes"]):
+        problem = f"{name} labels outside 0..{shape['num_classes'] - 1}"
+    elif split.images is not None:
+        images = split.images
+        wanted = (expected, shape["channels"], shape["height"], shape["width"])
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or tuple(images.shape) != wanted:
+            problem = f"its {name} images are not uint8 of shape {wanted}"
+    elif split.paths is None or len(split.paths) != expected:
+        problem = f"the {name} paths do not match the {expected:,} labels"
+    if problem is not None:
+        raise DamagedCache(path, problem)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
 def validate(options: PrepareOptions) -> DatasetEntry:
@@ -187,7 +348,12 @@ def prepare(options: PrepareOptions, *, log=None) -> Prepared:
     """Read the dataset's files, split, subset, resize, and write the prepared cache (atomically, as one folder)."""
     entry = validate(options)
     log = log or (lambda message: None)
+    cache_root = _writable_cache_root(options)  # before reading: a read-only --root should not cost a decode first
+    _remove_stale_staging(cache_root)
     raw = _read(entry, options)
+    # Keyed by the files the read found, after it: reading may extract an archive whose files are then part of the key.
+    # Files changed later (while decoding) change the key of the next prepare, which prepares again: the safe direction.
+    final = prepared_dir(options, files=raw.content)
     members = _members(raw)  # (part, index in part) for every labelled image, with its label
     labels = np.array([label for _, _, label in members], dtype=np.int64)
     classes = list(raw.classes)
@@ -204,27 +370,18 @@ def prepare(options: PrepareOptions, *, log=None) -> Prepared:
     assignment = _assign_splits(members, labels, entry, options, rng)
     channels = 1 if options.grayscale else entry.channels
     size = options.size or (entry.size if entry.photos else None)
-    stage = Path(options.root) / "prepared" / f".tmp-{prepared_dir(options).name}-{time.time_ns()}"
-    stage.mkdir(parents=True)
-    try:
-        if entry.photos:
-            storage, splits, skipped, shape = _materialise_photos(raw, members, assignment, channels, size, options, log)
-        else:
-            storage, splits, skipped, shape = _materialise_arrays(raw, members, assignment, channels, size)
-        skipped = list(raw.skipped) + skipped
-        if skipped:
-            log(f"warning: skipped {len(skipped)} unreadable or unlabelled file(s); listed in manifest.json")
-        manifest = _manifest(entry, options, raw, classes, splits, skipped, storage, shape)
-        _write_cache(stage, splits, storage, manifest)
-        final = prepared_dir(options)
-        if final.exists():  # another process finished first; theirs is equally valid
-            shutil.rmtree(stage)
-        else:
-            stage.rename(final)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    return load_prepared(prepared_dir(options))
+    if entry.photos:
+        storage, splits, skipped, shape = _materialise_photos(raw, members, assignment, channels, size, options, log)
+    else:
+        storage, splits, skipped, shape = _materialise_arrays(raw, members, assignment, channels, size)
+    skipped = list(raw.skipped) + skipped
+    _check_classes(entry, raw, classes, splits, skipped, log)
+    if skipped:
+        log(f"warning: skipped {len(skipped)} file(s): {_counts_text(_skipped_by_reason(skipped))}; listed in "
+            f"{final / MANIFEST}")  # fmt: skip
+    manifest = _manifest(entry, options, raw, classes, splits, skipped, storage, shape)
+    _store(cache_root, final, splits, storage, manifest)
+    return load_prepared(final)
 
 
 def _read(entry: DatasetEntry, options: PrepareOptions):
@@ -334,6 +491,77 @@ def _relative(paths: list[str], location: str) -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------- classes and skips
+
+
+def _check_classes(entry: DatasetEntry, raw, classes: list[str], splits, skipped: list[dict], log) -> None:
+    """Refuse a dataset a classifier cannot be trained on, naming the class; warn where it cannot be measured.
+
+    A class with no images at all (none there, or every file of it skipped) is an output the model is never shown,
+    and a class with images but none in the train split can never be learned, while each of its val or test images
+    is an error that looks like the model's fault: both are refused. A class with train images but none in val or
+    test (one image and three splits, a rare class under a small ratio) is learned but not measured there: a careful
+    user wants to know, yet may well accept it for a rare class, so that is a warning naming the classes.
+    """
+    counts = {name: np.bincount(data.labels.numpy(), minlength=len(classes)) for name, (data, _) in splits.items()}
+    total = sum(counts.values())
+    if not total.any():
+        raise UsageError(f"{entry.name}: no readable images, so the train split is empty{_skip_note(skipped)}; "
+                         f"check the files under {raw.location}")  # fmt: skip
+    empty = [classes[c] for c in np.flatnonzero(total == 0)]
+    if empty:
+        raise UsageError(_no_images(entry, raw, empty, skipped))
+    untrained = np.flatnonzero(counts["train"] == 0)
+    if untrained.size:
+        c = int(untrained[0])
+        where = ", ".join(f"{int(counts[name][c])} in {name}" for name in SPLITS)
+        more = _and_more([classes[i] for i in untrained[1:]])
+        raise UsageError(f"{entry.name}: class {classes[c]!r}{more} has no image in the train split ({where}), so it "
+                         f"cannot be learned; add images to it, or give --split a larger train share")  # fmt: skip
+    unmeasured = []
+    for c, name in enumerate(classes):
+        absent = [split for split in ("val", "test") if counts[split].any() and counts[split][c] == 0]
+        if absent:
+            unmeasured.append(f"{name!r} (none in {' or '.join(absent)})")
+    if unmeasured:
+        shown = ", ".join(unmeasured[:5]) + (f" and {len(unmeasured) - 5} more" if len(unmeasured) > 5 else "")
+        log(f"warning: {len(unmeasured)} class(es) have no image in a split they are measured on: {shown}; add images "
+            f"to them, or expect no score for them there")  # fmt: skip
+
+
+def _no_images(entry: DatasetEntry, raw, empty: list[str], skipped: list[dict]) -> str:
+    name = empty[0]
+    folder = Path(raw.location) / name
+    if folder.is_dir():  # classes are folders (folder:PATH): say which, and what was left out of it
+        inside = [s for s in skipped if str(s["path"]).startswith(f"{folder}{os.sep}")]
+        return (f"{entry.name}: class {name!r} ({folder}){_and_more(empty[1:])} has no readable images"
+                f"{_skip_note(inside)}; add readable images to it or remove the folder")
+    refetch = " (delete them and pass --download)" if entry.download else ""
+    return (f"{entry.name}: class {name!r}{_and_more(empty[1:])} has no readable images under {raw.location}"
+            f"{_skip_note(skipped)}; the files there look incomplete: check them{refetch}")
+
+
+def _and_more(names: list[str]) -> str:
+    if not names:
+        return ""
+    shown = ", ".join(repr(n) for n in names[:5])
+    return f" (and {shown}{f' and {len(names) - 5} more' if len(names) > 5 else ''})"
+
+
+def _skipped_by_reason(skipped: list[dict]) -> dict[str, int]:
+    """How many files were left out for each kind of reason, most first."""
+    counts = Counter(s.get("kind", UNREADABLE) for s in skipped)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _counts_text(by_reason: dict[str, int]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in by_reason.items())
+
+
+def _skip_note(skipped: list[dict]) -> str:
+    return f" ({len(skipped)} file(s) skipped: {_counts_text(_skipped_by_reason(skipped))})" if skipped else ""
+
+
 def _split_hash(ids: list[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
@@ -343,8 +571,6 @@ def _manifest(entry, options, raw, classes, splits, skipped, storage, shape) -> 
     for name, (data, _) in splits.items():
         per_class = np.bincount(data.labels.numpy(), minlength=len(classes)).tolist() if len(data) else [0] * len(classes)
         counts[name] = {"total": len(data), "per_class": per_class}
-    if not len(splits["train"][0]):
-        raise UsageError(f"{entry.name}: the train split is empty; check --split and --classes")
     mean, std = _normalization(splits["train"][0], shape[0])
     return {
         "dataset": entry.name,
@@ -357,6 +583,7 @@ def _manifest(entry, options, raw, classes, splits, skipped, storage, shape) -> 
         "counts": counts,
         "split_hashes": {name: _split_hash(ids) for name, (_, ids) in splits.items()},
         "skipped": skipped,
+        "skipped_by_reason": _skipped_by_reason(skipped),
         "normalization": {"mean": mean, "std": std, "computed_on": "train split"},
         "synthetic": False,
         "cnnbench_version": __version__,
@@ -387,13 +614,196 @@ def _normalization(train: SplitData, channels: int) -> tuple[list[float], list[f
     return [round(float(m), 6) for m in mean], [round(float(s), 6) for s in std]
 
 
-def _write_cache(stage: Path, splits, storage: str, manifest: dict[str, Any]) -> None:
-    import torch
+# ------------------------------------------------------------------------------------------------ writing the cache
 
+
+def _writable_cache_root(options: PrepareOptions) -> Path:
+    """ROOT/prepared, once it is clear the cache can be written there (nothing is created yet: a prepare that fails
+    for missing files leaves no folders behind)."""
+    cache_root = Path(options.root) / "prepared"
+    existing = cache_root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"cannot write the prepared cache under {cache_root}: {existing} is a file, not a folder; "
+                         f"pass --root a folder")  # fmt: skip
+    effective = {"effective_ids": True} if os.access in os.supports_effective_ids else {}
+    if not os.access(existing, os.W_OK | os.X_OK, **effective):
+        reason = os.strerror(errno.EROFS if _read_only(existing) else errno.EACCES)
+        raise UsageError(f"cannot write the prepared cache under {cache_root}: {reason} ({existing}); pass --root a "
+                         f"folder you can write to")  # fmt: skip
+    return cache_root
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        return False
+
+
+def _store(cache_root: Path, final: Path, splits, storage: str, manifest: dict[str, Any]) -> None:
+    """Write the cache into a staging folder and rename it into place; any OS error becomes one line saying what to do,
+    and the staging folder is removed whatever happens."""
+    stage = cache_root / _staging_name(final.name)
+    try:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        stage.mkdir()
+        manifest["files"] = _write_cache(stage, splits, storage)
+        _write_json(stage / MANIFEST, manifest)  # last: its presence marks the folder complete
+        _publish(stage, final)
+    except OSError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise _cannot_write(cache_root, err, _cache_bytes(splits, storage)) from err
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _write_cache(stage: Path, splits, storage: str) -> dict[str, dict[str, Any]]:
+    """Write the data files; returns each one's size and SHA-256, for the manifest."""
     if storage == "memory":
         for name, (data, _) in splits.items():
-            torch.save({"images": data.images.contiguous(), "labels": data.labels}, stage / f"{name}.pt")
+            tensors = {"images": data.images.contiguous(), "labels": data.labels}
+            write_atomic(stage / f"{name}.pt", lambda handle, tensors=tensors: _save_tensors(tensors, handle))
+        names = [f"{name}.pt" for name in splits]
     else:
         index = {name: {"paths": data.paths, "labels": data.labels.tolist()} for name, (data, _) in splits.items()}
-        write_json_atomic(stage / "index.json", index)
-    write_json_atomic(stage / "manifest.json", manifest)  # last: its presence marks the folder complete
+        _write_json(stage / INDEX, index)
+        names = [INDEX]
+    return {name: {"bytes": (stage / name).stat().st_size, "sha256": _sha256(stage / name)} for name in names}
+
+
+class _WriteErrorKeeper:
+    """A file for torch.save that keeps the OSError of a failed write: torch reports a full disk as a RuntimeError about
+    stream positions, which would hide "No space left on device" behind an internal-looking error."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _save_tensors(tensors: dict[str, Any], handle) -> None:
+    import torch
+
+    keeper = _WriteErrorKeeper(handle)
+    try:
+        torch.save(tensors, keeper)
+    except RuntimeError as err:
+        if keeper.error is not None:
+            raise keeper.error from err
+        raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    text = json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def _publish(stage: Path, final: Path) -> None:
+    """Rename the staging folder to `final`. A complete cache already there (another process finished first) is kept:
+    it is equally valid. One with a damaged manifest is replaced (load_or_prepare decided to prepare it again)."""
+    if final.exists():
+        try:
+            read_manifest(final)
+        except UsageError:
+            aside = final.parent / _staging_name(final.name)
+            final.rename(aside)
+            stage.rename(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            return
+        shutil.rmtree(stage)
+        return
+    try:
+        stage.rename(final)
+    except OSError as err:  # it appeared since the check: another process finished first
+        if err.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (final / MANIFEST).exists():
+            raise
+        shutil.rmtree(stage)
+
+
+def _cache_bytes(splits, storage: str) -> int | None:
+    if storage != "memory":
+        return None
+    return sum(data.images.numel() + data.labels.numel() * 8 for data, _ in splits.values())
+
+
+def _human_bytes(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:,.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _cannot_write(cache_root: Path, err: OSError, need: int | None) -> UsageError:
+    reason = err.strerror or _one_line(err)
+    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        size = f" (its images alone take {_human_bytes(need)})" if need else ""
+        where = "within your disk quota on that filesystem" if err.errno != errno.ENOSPC else "on that filesystem"
+        advice = f"free space {where}{size}, or pass --root a folder on another one"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        advice = "pass --root a folder you can write to"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):
+        advice = "pass --root a folder, not a file"
+    else:
+        advice = "check that folder, then prepare again"
+    return UsageError(f"cannot write the prepared cache under {cache_root}: {reason}; {advice}")
+
+
+# ------------------------------------------------------------------------------------------ stale staging folders
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname()) or "unknown"
+
+
+def _staging_name(final_name: str) -> str:
+    """A staging folder's name says whose it is (host and pid), so a later prepare can tell a dead one's leftovers
+    from a live one's work in progress."""
+    return f"{STAGING_PREFIX}{final_name}@{_host()}@{os.getpid()}@{time.time_ns()}"
+
+
+def _remove_stale_staging(cache_root: Path) -> None:
+    """Remove the staging folders that prepares killed while writing left under `cache_root`."""
+    try:
+        leftovers = [path for path in cache_root.iterdir() if path.name.startswith(STAGING_PREFIX)]
+    except OSError:
+        return
+    for path in leftovers:
+        if path.is_dir() and not path.is_symlink() and _stale(path):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _stale(path: Path) -> bool:
+    """Whether a staging folder's owner is gone: a pid of this host that no longer runs, or, where the owner cannot be
+    asked (another host sharing the folder, a name from before owners were recorded), an hour without it finishing."""
+    owner = path.name[len(STAGING_PREFIX) :].split("@")
+    if len(owner) == 4 and owner[2].isdigit():
+        if owner[1] == _host():
+            return not _alive(int(owner[2]))
+        if owner[3].isdigit():
+            return time.time() - int(owner[3]) / 1e9 > STALE_STAGING_SECONDS
+    try:
+        return time.time() - path.stat().st_mtime > STALE_STAGING_SECONDS
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it runs, as another user
+        return True
+    return True

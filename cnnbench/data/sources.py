@@ -5,16 +5,21 @@ where its files go under --root, and `read(options)`, the one reader interface. 
 torchvision (or Kaggle) puts them under `--root`, downloads through torchvision only when asked, and returns a
 `RawDataset`: labels plus either decoded arrays (digits, MNIST, CIFAR) or image paths (flowers, pets, cats vs dogs,
 folder). Image files are not decoded here; the caller decodes them with `cnnbench.data.images` and reports the corrupt
-ones. torch is imported only where arrays become tensors, so listing the datasets stays quick.
+ones. Trees of image files read in place (folder:PATH, catsdogs) are listed by `scan_folders`, which reads each file
+once however many links name it, and `folder_digest` of what it found keys their prepared cache. Every file left out
+is listed with its reason and a kind (`skip`). torch is imported only where arrays become tensors, so listing the
+datasets stays quick.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import pickle
 import re
 import shutil
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -33,6 +38,21 @@ if TYPE_CHECKING:
 # Lower-case file extensions read as images (torchvision's IMG_EXTENSIONS, kept here to avoid importing it eagerly).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
+# Why a file was left out: the "kind" of a skipped entry, counted by kind in a prepared cache's manifest.
+NOT_AN_IMAGE = "not an image"  # no image extension, not a regular file, or bytes Pillow does not recognise
+TRUNCATED = "truncated"  # an image cut short
+UNREADABLE = "unreadable"  # the OS would not read it (permissions, a broken link), or its data does not decode
+DUPLICATE_LINK = "duplicate link"  # a link (symbolic or hard) to a file or folder that is read under another name
+UNLABELLED = "unlabelled"  # an image the dataset's labels do not name
+MISSING = "missing"  # named by the dataset's lists but not on disk
+BAD_ANNOTATION = "bad annotation"  # a line of a label list that does not parse
+OUTSIDE_CLASSES = "not in a class folder"  # a file beside the class folders of a folder: tree
+
+
+def skip(path: str | Path, reason: str, kind: str) -> dict:
+    """One entry of a dataset's `skipped` list: which file, why in words, and the kind it is counted under."""
+    return {"path": str(path), "reason": reason, "kind": kind}
+
 
 @dataclass
 class RawPart:
@@ -47,8 +67,10 @@ class RawPart:
 class RawDataset:
     classes: list[str]
     parts: dict[str, RawPart]  # official parts present: "train", and "val"/"test" when the dataset defines them
-    skipped: list[dict]  # files left out while reading, {"path", "reason"}
+    skipped: list[dict]  # files left out while reading, {"path", "reason", "kind"} (see `skip`)
     location: str  # where the files were found (directory or archive path)
+    # For image files read in place: the digest of the files read (see `folder_digest`), which keys the prepared cache.
+    content: str | None = None
 
 
 class ReadOptions(Protocol):
@@ -82,6 +104,13 @@ class DatasetEntry:
     binder: Callable[[DatasetEntry, str], DatasetEntry] | None = None  # the concrete entry for one argument
     cache_name: str = ""  # prefix of its prepared cache folder (default: name)
     cache_identity: str = ""  # the dataset as the prepared cache's key records it (default: name)
+    # The files under --root the reader needs that are absent or empty (an interrupted download leaves empty folders
+    # and files behind); None: the entry's folder existing is enough.
+    missing_files: Callable[[Path], list[str]] | None = None
+    # A digest of the files a reader of image files in place will read (their names, sizes and modification times),
+    # the same its RawDataset.content gives, for datasets a user can change between two prepares (folders); None
+    # keeps the cache key free of file contents.
+    content: Callable[[DatasetEntry, ReadOptions], str | None] | None = None
 
     def __post_init__(self) -> None:
         if (self.parameter is None) != (self.binder is None):
@@ -105,8 +134,20 @@ class DatasetEntry:
     def location(self, root: Path) -> str:
         return self.files if self.bundled else str(Path(root) / self.files)
 
+    def missing(self, root: Path) -> list[str]:
+        """The files under `root` the reader needs that are absent or empty; [] when it can read the dataset."""
+        if self.bundled:
+            return []
+        if self.missing_files is not None:
+            return self.missing_files(Path(root))
+        return [] if (Path(root) / self.files).exists() else [self.files]
+
     def present(self, root: Path) -> bool:
-        return self.bundled or (Path(root) / self.files).exists()
+        """Whether every file the reader needs is under `root` and not empty."""
+        return not self.missing(root)
+
+    def content_digest(self, options: ReadOptions) -> str | None:
+        return self.content(self, options) if self.content is not None else None
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -138,8 +179,24 @@ def _fetch(name: str, where: Path, fetch: Callable[[], object]) -> None:
 
 def _missing(name: str, where: Path, needed: list[str]) -> DataMissing:
     return DataMissing(
-        f"{name}: files not found under {where} (need {', '.join(needed)}); pass --download, or place the files there"
+        f"{name}: files missing or empty under {where} (need {', '.join(needed)}); pass --download, or place the "
+        "files there"
     )
+
+
+def _nonempty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _holds_nonempty(folder: Path, pattern: str) -> bool:
+    """Whether `folder` has at least one non-empty file matching `pattern` (stops at the first)."""
+    try:
+        return any(_nonempty_file(path) for path in folder.glob(pattern))
+    except OSError:
+        return False
 
 
 # ----------------------------------------------------------------------------------------------------------- digits
@@ -198,9 +255,13 @@ def _read_idx(path: Path) -> np.ndarray:
 
 def _find_idx(raw: Path, stem: str) -> Path | None:
     for candidate in (raw / stem, raw / f"{stem}.gz"):
-        if candidate.is_file():
+        if _nonempty_file(candidate):
             return candidate
     return None
+
+
+def _mnist_missing(raw: Path) -> list[str]:
+    return [stem for pair in _MNIST_FILES.values() for stem in pair if _find_idx(raw, stem) is None]
 
 
 def _mnist_files(raw: Path) -> dict[str, tuple[Path, Path]] | None:
@@ -235,7 +296,7 @@ def read_mnist(root: Path, *, download: bool = False) -> RawDataset:
         _fetch("mnist", raw, lambda: MNIST(str(root), train=True, download=True))
         files = _mnist_files(raw)
     if files is None:
-        raise _missing("mnist", raw, [name for pair in _MNIST_FILES.values() for name in pair])
+        raise _missing("mnist", raw, _mnist_missing(raw))
     return RawDataset(
         classes=[str(d) for d in range(10)],
         parts={part: _mnist_part(*pair) for part, pair in files.items()},
@@ -246,7 +307,8 @@ def read_mnist(root: Path, *, download: bool = False) -> RawDataset:
 
 register(DatasetEntry(name="mnist", description="MNIST handwritten digits (IDX files)", channels=1, size=28,
                       num_classes=10, images=70000, files="MNIST/raw/", official_parts=("train", "test"),
-                      default_split=None, download=True, photos=False, reader=_at_root(read_mnist)))  # fmt: skip
+                      default_split=None, download=True, photos=False, reader=_at_root(read_mnist),
+                      missing_files=lambda root: _mnist_missing(root / "MNIST" / "raw")))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------ CIFAR
@@ -318,7 +380,7 @@ def _cifar_part(layout: _CifarLayout, folder: Path, names: tuple[str, ...]) -> R
 
 
 def _cifar_missing(folder: Path, layout: _CifarLayout) -> list[str]:
-    return [n for n in (*layout.train, layout.test, layout.meta) if not (folder / n).is_file()]
+    return [n for n in (*layout.train, layout.test, layout.meta) if not _nonempty_file(folder / n)]
 
 
 def _read_cifar(layout: _CifarLayout, root: Path, download: bool, fetch: Callable[[], object]) -> RawDataset:
@@ -365,11 +427,13 @@ def read_cifar100(root: Path, *, download: bool = False) -> RawDataset:
 
 register(DatasetEntry(name="cifar10", description="CIFAR-10 (python pickled batches)", channels=3, size=32,
                       num_classes=10, images=60000, files="cifar-10-batches-py/", official_parts=("train", "test"),
-                      default_split=None, download=True, photos=False, reader=_at_root(read_cifar10)))
+                      default_split=None, download=True, photos=False, reader=_at_root(read_cifar10),
+                      missing_files=lambda root: _cifar_missing(root / _CIFAR10.folder, _CIFAR10)))  # fmt: skip
 register(DatasetEntry(name="cifar100", description="CIFAR-100, fine labels (python pickled batches)", channels=3,
                       size=32, num_classes=100, images=60000, files="cifar-100-python/",
                       official_parts=("train", "test"), default_split=None, download=True, photos=False,
-                      reader=_at_root(read_cifar100)))  # fmt: skip
+                      reader=_at_root(read_cifar100),
+                      missing_files=lambda root: _cifar_missing(root / _CIFAR100.folder, _CIFAR100)))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------------- flowers
@@ -402,7 +466,9 @@ def _load_mat(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
 
 
 def _flowers_files(base: Path) -> list[str]:
-    return [n for n in ("jpg", "imagelabels.mat", "setid.mat") if not (base / n).exists()]
+    """What is missing or empty of flowers-102/: at least one image in jpg/, and both .mat files."""
+    missing = [] if _holds_nonempty(base / "jpg", "*.jpg") else ["jpg/image_*.jpg"]
+    return missing + [n for n in ("imagelabels.mat", "setid.mat") if not _nonempty_file(base / n)]
 
 
 def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
@@ -432,9 +498,9 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
             path = base / "jpg" / f"image_{image_id:05d}.jpg"
             if not 1 <= image_id <= labels.size:
                 reason = f"setid.mat {key} lists image {image_id}, which has no label"
-                skipped.append({"path": str(path), "reason": reason})
+                skipped.append(skip(path, reason, UNLABELLED))
             elif not path.is_file():
-                skipped.append({"path": str(path), "reason": f"listed in setid.mat {key} but missing"})
+                skipped.append(skip(path, f"listed in setid.mat {key} but missing", MISSING))
             else:
                 paths.append(str(path))
                 part_labels.append(int(labels[image_id - 1]) - 1)
@@ -445,7 +511,119 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
 register(DatasetEntry(name="flowers102", description="Oxford Flowers-102 (official split; S3 used --split 0.5,0.2,0.3)",
                       channels=3, size=224, num_classes=102, images=8189, files="flowers-102/",
                       official_parts=("train", "val", "test"), default_split=None, download=True, photos=True,
-                      reader=_at_root(read_flowers102)))  # fmt: skip
+                      reader=_at_root(read_flowers102),
+                      missing_files=lambda root: _flowers_files(root / "flowers-102")))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------- image files read in place
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+@dataclass
+class _Candidate:
+    root: int  # index of the folder (a class folder) it was found under
+    path: str  # as reached from that folder, through any links
+    stat: os.stat_result  # of the file itself (links followed)
+    via_link: bool  # reached through a symbolic link (to the file, or to a folder on its path)
+
+
+@dataclass
+class FolderScan:
+    """The files under some folders, each file once however many names it has: see `scan_folders`."""
+
+    files: list[list[tuple[str, os.stat_result]]]  # per folder, in os.walk's sorted top-down order
+    skipped: list[dict]
+
+
+def scan_folders(folders: list[Path], *, recursive: bool,
+                 refuse: Callable[[str], tuple[str, str] | None]) -> FolderScan:  # fmt: skip
+    """The regular files under each of `folders` (and their subfolders when `recursive`), found with os.scandir (one
+    stat per entry, no image decoding, so a tree of 100,000 files takes a fraction of a second).
+
+    Links are followed, as torchvision's ImageFolder follows them, but no file is read twice: every name of one file
+    (symbolic links, hard links, the same folder reached through a link) shares its (st_dev, st_ino), and only one
+    name is kept: the first reached without a symbolic link, else the first reached at all, so a link inside the tree
+    never moves an image to the class (or split) of the link. A link to a file outside the tree is read once. A
+    linked folder is walked once whatever links to it, which also ends link cycles. `refuse(name)` gives the
+    (reason, kind) for which a file is left out before any of that, or None to keep it.
+    """
+    candidates: list[_Candidate] = []
+    skipped: list[dict] = []
+    walked: dict[tuple[int, int], str] = {}  # folder identity -> the path it was first walked at
+    for index, top in enumerate(folders):
+        pending = [(str(top), os.path.islink(top), os.path.islink(top))]
+        while pending:
+            directory, is_link, via_link = pending.pop()
+            try:
+                info = os.stat(directory)
+            except OSError as err:
+                skipped.append(skip(directory, f"cannot read this folder: {err.strerror}", UNREADABLE))
+                continue
+            identity = (info.st_dev, info.st_ino)
+            # A folder reached by its own name is always walked (names without links cannot form cycles, and it is
+            # the name its files should keep); through a link, only a folder no other name has walked yet.
+            if is_link and identity in walked:
+                reason = f"a link to the folder {walked[identity]}, which is read already"
+                skipped.append(skip(directory, reason, DUPLICATE_LINK))
+                continue
+            walked.setdefault(identity, directory)
+            try:
+                with os.scandir(directory) as listing:
+                    entries = sorted(listing, key=lambda entry: entry.name)
+            except OSError as err:
+                skipped.append(skip(directory, f"cannot list this folder: {err.strerror}", UNREADABLE))
+                continue
+            subfolders = []
+            for entry in entries:
+                link = entry.is_symlink()
+                try:
+                    entry_stat = entry.stat()
+                except OSError as err:
+                    reason = "a broken link" if link else f"cannot read it: {err.strerror}"
+                    skipped.append(skip(entry.path, reason, UNREADABLE))
+                    continue
+                if stat.S_ISDIR(entry_stat.st_mode):
+                    subfolders.append((entry.path, link, via_link or link))
+                elif not stat.S_ISREG(entry_stat.st_mode):  # a FIFO would block the decoder forever
+                    skipped.append(skip(entry.path, "not a regular file", NOT_AN_IMAGE))
+                elif (refusal := refuse(entry.name)) is not None:
+                    skipped.append(skip(entry.path, *refusal))
+                else:
+                    candidates.append(_Candidate(index, entry.path, entry_stat, via_link or link))
+            if recursive:
+                pending.extend(reversed(subfolders))  # popped in sorted order: os.walk's top-down order
+    return _one_name_per_file(candidates, skipped, len(folders))
+
+
+def _one_name_per_file(candidates: list[_Candidate], skipped: list[dict], folders: int) -> FolderScan:
+    chosen: dict[tuple[int, int], _Candidate] = {}
+    for candidate in candidates:
+        identity = (candidate.stat.st_dev, candidate.stat.st_ino)
+        held = chosen.get(identity)
+        if held is None or (held.via_link and not candidate.via_link):
+            chosen[identity] = candidate
+    files: list[list[tuple[str, os.stat_result]]] = [[] for _ in range(folders)]
+    for candidate in candidates:
+        kept = chosen[(candidate.stat.st_dev, candidate.stat.st_ino)]
+        if kept is candidate:
+            files[candidate.root].append((candidate.path, candidate.stat))
+        else:
+            skipped.append(skip(candidate.path, f"the same file as {kept.path}, which is read", DUPLICATE_LINK))
+    return FolderScan(files=files, skipped=skipped)
+
+
+def folder_digest(base: Path, scan: FolderScan, classes: list[str]) -> str:
+    """A digest of what a scan found: every kept file's path (relative to `base`), size and modification time, and
+    every file left out for a reason other than not being an image, so that adding, removing or replacing an image
+    changes it. Files that are not images (.DS_Store, notes) stay out of it: they change often and matter not."""
+    lines = ["\t".join(classes)]
+    for files in scan.files:
+        lines += [f"{os.path.relpath(path, base)}\t{info.st_size}\t{info.st_mtime_ns}" for path, info in files]
+    lines += [f"{os.path.relpath(s['path'], base)}\t{s['kind']}" for s in scan.skipped if s["kind"] != NOT_AN_IMAGE]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------------- catsdogs
@@ -463,7 +641,10 @@ def _catsdogs_entry(name: str) -> tuple[int, int] | None:
 
 
 def _has_catsdogs_files(folder: Path) -> bool:
-    return folder.is_dir() and any(_catsdogs_entry(p.name) is not None for p in folder.iterdir() if p.is_file())
+    try:
+        return folder.is_dir() and any(_catsdogs_entry(p.name) is not None for p in folder.iterdir() if p.is_file())
+    except OSError:  # a folder that cannot be listed holds nothing usable
+        return False
 
 
 def _extract_catsdogs(archive: Path, target: Path) -> None:
@@ -531,33 +712,50 @@ def _catsdogs_folder(root: Path, source: Path | None) -> Path:
     return target
 
 
+def _catsdogs_refusal(name: str) -> tuple[str, str] | None:
+    if _catsdogs_entry(name) is not None:
+        return None
+    reason = "name is not cat.<n>.<ext> or dog.<n>.<ext> with an image extension"
+    return reason, UNLABELLED if _is_image(name) else NOT_AN_IMAGE
+
+
 def read_catsdogs(root: Path, *, source: Path | None = None) -> RawDataset:
     """Kaggle Dogs vs Cats: labels from file names cat.<n>.<ext> / dog.<n>.<ext>; one part "train".
 
     `source` is a folder of the images (directly or in train/) or the Kaggle zip, extracted once into
-    root/catsdogs/train. Other files go to `skipped`. Paths are sorted by class, then numeric id.
+    root/catsdogs/train. Other files go to `skipped`, and so do extra names (links) of a file already read. Paths are
+    sorted by class, then numeric id.
     """
     folder = _catsdogs_folder(root, source)
-    entries, skipped = [], []
-    for path in sorted(folder.iterdir()):
-        if not path.is_file():
-            continue
-        entry = _catsdogs_entry(path.name)
-        if entry is None:
-            reason = "name is not cat.<n>.<ext> or dog.<n>.<ext> with an image extension"
-            skipped.append({"path": str(path), "reason": reason})
-        else:
-            entries.append((*entry, str(path)))
-    entries.sort()
+    scan = scan_folders([folder], recursive=False, refuse=_catsdogs_refusal)
+    entries = sorted((*_catsdogs_entry(os.path.basename(path)), path)  # type: ignore[misc]
+                     for path, _ in scan.files[0])  # fmt: skip
     part = RawPart(labels=np.asarray([e[0] for e in entries], dtype=np.int64), paths=[e[2] for e in entries])
-    return RawDataset(classes=list(_CATSDOGS_CLASSES), parts={"train": part}, skipped=skipped, location=str(folder))
+    return RawDataset(classes=list(_CATSDOGS_CLASSES), parts={"train": part}, skipped=scan.skipped,
+                      location=str(folder), content=folder_digest(folder, scan, _CATSDOGS_CLASSES))  # fmt: skip
+
+
+def _catsdogs_content(root: Path, source: Path | None) -> str | None:
+    """The digest of the folder `read_catsdogs` will read, when it is there already; an archive not extracted yet has
+    none until its first prepare extracts it (that prepare keys its cache after reading, so it finds it again)."""
+    if source is not None and Path(source).is_dir():
+        folder = next((d for d in (Path(source), Path(source) / "train") if _has_catsdogs_files(d)), None)
+    else:
+        target = Path(root) / "catsdogs" / "train"
+        folder = target if _has_catsdogs_files(target) else None
+    if folder is None:
+        return None
+    return folder_digest(folder, scan_folders([folder], recursive=False, refuse=_catsdogs_refusal), _CATSDOGS_CLASSES)
 
 
 register(DatasetEntry(name="catsdogs", description="Kaggle Dogs vs Cats (give the archive or folder with --source)",
                       channels=3, size=200, num_classes=2, images=25000, files="catsdogs/train/",
                       official_parts=("train",), default_split=(0.64, 0.16, 0.20), download=False, photos=True,
                       takes_source=True,
-                      reader=lambda entry, options: read_catsdogs(options.root, source=options.source)))  # fmt: skip
+                      reader=lambda entry, options: read_catsdogs(options.root, source=options.source),
+                      missing_files=lambda root: [] if _has_catsdogs_files(root / "catsdogs" / "train") else
+                                                 ["cat.<n>.jpg / dog.<n>.jpg files"],
+                      content=lambda entry, options: _catsdogs_content(options.root, options.source)))  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------------------- pets
@@ -567,25 +765,30 @@ _PETS_SPECIES = {"1": 0, "2": 1}  # annotation column 3: 1 = cat, 2 = dog
 
 
 def _pets_files(base: Path) -> list[str]:
-    needed = ["images", *(f"annotations/{name}" for name in _PETS_LISTS.values())]
-    return [n for n in needed if not (base / n).exists()]
+    """What is missing or empty of oxford-iiit-pet/: at least one image in images/, and both annotation lists."""
+    missing = [] if _holds_nonempty(base / "images", "*.jpg") else ["images/*.jpg"]
+    return missing + [f"annotations/{n}" for n in _PETS_LISTS.values() if not _nonempty_file(base / "annotations" / n)]
 
 
 def _read_pets_list(base: Path, list_name: str, skipped: list[dict]) -> tuple[list[str], list[int]]:
     """Parse one annotation list: "<image id> <class id> <species> <breed id>" per line, '#' starts a comment."""
     list_path = base / "annotations" / list_name
+    try:
+        text = list_path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"pets: cannot read {list_path} ({err}); delete {base} and pass --download") from err
     paths, labels = [], []
-    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
         if len(fields) != 4 or fields[2] not in _PETS_SPECIES:
             reason = f"not '<id> <class> <species 1|2> <breed>': {line.strip()}"
-            skipped.append({"path": f"{list_path}:{number}", "reason": reason})
+            skipped.append(skip(f"{list_path}:{number}", reason, BAD_ANNOTATION))
             continue
         path = base / "images" / f"{fields[0]}.jpg"
         if not path.is_file():
-            skipped.append({"path": str(path), "reason": f"listed in {list_name} but missing"})
+            skipped.append(skip(path, f"listed in {list_name} but missing", MISSING))
             continue
         paths.append(str(path))
         labels.append(_PETS_SPECIES[fields[2]])
@@ -614,34 +817,35 @@ def read_pets(root: Path, *, download: bool = False) -> RawDataset:
     listed = {p for part in parts.values() for p in part.paths or []}
     for path in sorted((base / "images").glob("*.jpg")):
         if str(path) not in listed:
-            skipped.append({"path": str(path), "reason": "not in trainval.txt or test.txt (unlabeled)"})
+            skipped.append(skip(path, "not in trainval.txt or test.txt (unlabeled)", UNLABELLED))
     return RawDataset(classes=["cat", "dog"], parts=parts, skipped=skipped, location=str(base))
 
 
 register(DatasetEntry(name="pets", description="Oxford-IIIT Pet as cat vs dog", channels=3, size=224, num_classes=2,
                       images=7349, files="oxford-iiit-pet/", official_parts=("train", "test"), default_split=None,
-                      download=True, photos=True, reader=_at_root(read_pets)))  # fmt: skip
+                      download=True, photos=True, reader=_at_root(read_pets),
+                      missing_files=lambda root: _pets_files(root / "oxford-iiit-pet")))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------- folder
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
+def _class_dirs(path: Path) -> list[Path]:
+    try:
+        return sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    except OSError as err:
+        raise UsageError(f"folder: cannot list {path} ({err.strerror}); pass a folder you can read") from err
 
 
-def _class_files(class_dir: Path, skipped: list[dict]) -> list[str]:
-    """Image files anywhere under `class_dir`, sorted, following symlinks as torchvision's ImageFolder does."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            if _is_image(name):
-                files.append(path)
-            else:
-                skipped.append({"path": path, "reason": "not an image extension"})
-    return files
+def _image_refusal(name: str) -> tuple[str, str] | None:
+    return None if _is_image(name) else ("not an image extension", NOT_AN_IMAGE)
+
+
+def _scan_tree(path: Path) -> tuple[list[Path], FolderScan]:
+    """The class folders of a tree, and the image files anywhere under each, following links as torchvision's
+    ImageFolder does but reading each file once (see `scan_folders`)."""
+    class_dirs = _class_dirs(path)
+    return class_dirs, scan_folders(class_dirs, recursive=True, refuse=_image_refusal)
 
 
 def read_folder(path: Path) -> RawDataset:
@@ -649,23 +853,43 @@ def read_folder(path: Path) -> RawDataset:
     path = Path(path)
     if not path.is_dir():
         raise UsageError(f"folder: {path} is not a directory; pass --path a folder with one subfolder per class")
-    class_dirs = sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
+    class_dirs, scan = _scan_tree(path)
     if not class_dirs:
         raise UsageError(f"folder: {path} has no class subfolders; put each class's images in {path}/<class name>/")
-    skipped = [{"path": str(f), "reason": "not inside a class folder"} for f in sorted(path.iterdir()) if f.is_file()]
-    paths, labels, empty = [], [], []
-    for label, class_dir in enumerate(class_dirs):
-        files = _class_files(class_dir, skipped)
-        if not files:
-            empty.append(str(class_dir))
-        paths.extend(files)
-        labels.extend([label] * len(files))
+    if len(class_dirs) == 1:
+        raise UsageError(f"folder: {path} has one class folder ({class_dirs[0].name}) and a classifier needs at least "
+                         f"two; put each class's images in its own {path}/<class name>/")  # fmt: skip
+    outside = [skip(f, "not inside a class folder", OUTSIDE_CLASSES) for f in sorted(path.iterdir()) if f.is_file()]
+    empty = [d for d, files in zip(class_dirs, scan.files) if not files]
     if empty:
-        raise UsageError(
-            f"folder: no image files in class folder(s) {', '.join(empty)}; add images or remove the folder(s)"
-        )
+        raise UsageError(_empty_class_folders(empty, scan.skipped))
+    paths = [file for files in scan.files for file, _ in files]
+    labels = [label for label, files in enumerate(scan.files) for _ in files]
     part = RawPart(labels=np.asarray(labels, dtype=np.int64), paths=paths)
-    return RawDataset(classes=[d.name for d in class_dirs], parts={"train": part}, skipped=skipped, location=str(path))
+    classes = [d.name for d in class_dirs]
+    return RawDataset(classes=classes, parts={"train": part}, skipped=outside + scan.skipped, location=str(path),
+                      content=folder_digest(path, scan, classes))  # fmt: skip
+
+
+def _empty_class_folders(empty: list[Path], skipped: list[dict]) -> str:
+    first = empty[0]
+    inside = [s for s in skipped if s["path"].startswith(f"{first}{os.sep}")]
+    if inside and all(s["kind"] == DUPLICATE_LINK for s in inside):
+        why = "only links to images that are read under another name"
+    elif inside:
+        kinds = sorted({s["kind"] for s in inside})
+        why = f"no image files ({len(inside)} file(s) left out: {', '.join(kinds)})"
+    else:
+        why = "no image files"
+    more = f" (and so do {', '.join(str(d) for d in empty[1:])})" if len(empty) > 1 else ""
+    return f"folder: class folder {first} holds {why}{more}; add images to it or remove the folder"
+
+
+def _folder_content(path: Path) -> str | None:
+    if not path.is_dir():
+        return None
+    class_dirs, scan = _scan_tree(path)
+    return folder_digest(path, scan, [d.name for d in class_dirs])
 
 
 FOLDER_SIZE = 64  # default side for arbitrary image trees; override with --size
@@ -677,9 +901,9 @@ def _bind_folder(family: DatasetEntry, argument: str) -> DatasetEntry:
     path = Path(argument).expanduser()
     if not path.is_dir():
         raise UsageError(f"dataset {name!r}: folder {str(path)!r} does not exist (expected PATH/<class>/<image>)")
-    classes = [p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    classes = _class_dirs(path)
     # Every tree shares the cache folder prefix "folder"; the key tells trees apart by their absolute path (resolved
-    # without expanding ~, as caches prepared so far were keyed).
+    # without expanding ~, as caches prepared so far were keyed) and their contents (`content`).
     return replace(family, name=name, description=f"image folder {path}", num_classes=len(classes), files=str(path),
                    parameter=None, binder=None, cache_name=family.name,
                    cache_identity=f"{family.name}:{Path(argument).resolve()}")  # fmt: skip
@@ -690,4 +914,5 @@ register(DatasetEntry(name="folder", parameter="PATH", binder=_bind_folder,
                                   f"--size)",
                       channels=3, size=FOLDER_SIZE, num_classes=0, images=0, files="", official_parts=("train",),
                       default_split=(0.7, 0.15, 0.15), download=False, photos=True,
-                      reader=lambda entry, options: read_folder(Path(entry.files))))  # fmt: skip
+                      reader=lambda entry, options: read_folder(Path(entry.files)),
+                      content=lambda entry, options: _folder_content(Path(entry.files))))  # fmt: skip
