@@ -31,13 +31,12 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from cnnbench.errors import UsageError
-from cnnbench.storage import write_atomic, write_json_atomic, write_text_atomic
+from cnnbench.storage import unwritable_as_usage_error, write_atomic, write_json_atomic, write_text_atomic
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "images_per_s")
 STATUSES = ("completed", "interrupted", "failed", "incomplete", "damaged")
@@ -54,8 +53,6 @@ SUMMARY_FIELDS: dict[str, type] = {"status": str, "best": dict, "params": dict}
 CHECKPOINT_ENTRIES = {"last": ("model", "optimizer", "epoch")}
 
 # The OS's ways of refusing a write that a user can do something about; others (EIO, ...) keep their traceback.
-UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC,
-                     errno.EDQUOT}  # fmt: skip
 # storage.write_atomic's temporary files: "." + target name + "." + mkstemp's random letters + ".tmp".
 TEMP_FILE = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
 RUN_WRITES_ELSEWHERE = "make the folder writable, or train into another --out"
@@ -352,55 +349,6 @@ def _brief(error: BaseException) -> str:
 
 
 # --- writing ---
-
-
-@contextmanager
-def unwritable_as_usage_error(path: Path, *, elsewhere: str) -> Iterator[None]:
-    """Turn the OS refusing to write `path` (read-only, no permission, a file where a folder should be, a full disk)
-    into a one-line UsageError; `elsewhere` says what the user can do instead, e.g. "give another --out"."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno not in UNWRITABLE_ERRNOS:
-            raise
-        raise UsageError(unwritable(path, error, elsewhere=elsewhere)) from None
-
-
-def unwritable(path: Path, error: OSError, *, elsewhere: str) -> str:
-    """The one-line message for an OSError met while writing `path`: the path, the OS's reason and what to do."""
-    path = Path(path)
-    mount = _mount_point(path)
-    reason = error.strerror or os.strerror(error.errno)
-    if error.errno == errno.ENOSPC:
-        return f"cannot write {path}: {reason}; free space on {mount} and run again"
-    if error.errno == errno.EDQUOT:
-        return f"cannot write {path}: {reason}; free space within your quota on {mount} and run again"
-    if error.errno == errno.EROFS:
-        return f"cannot write {path}: {mount} is mounted read-only; {elsewhere}"
-    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        in_the_way = _in_the_way(Path(error.filename) if error.filename else path, error.errno)
-        if in_the_way:
-            return f"cannot write {path}: {in_the_way}; move it away or {elsewhere}"
-    return f"cannot write {path}: {reason}; {elsewhere}"
-
-
-def _in_the_way(target: Path, code: int) -> str | None:
-    """What stands where the write needed a folder (or a file): the nearest existing one of `target` and its parents."""
-    for candidate in (target, *target.parents):
-        if candidate.exists():
-            if code == errno.EISDIR and candidate.is_dir():
-                return f"{candidate} is a folder, not a file"
-            return None if candidate.is_dir() else f"{candidate} is a file, not a folder"
-    return None
-
-
-def _mount_point(path: Path) -> Path:
-    existing = Path(os.path.abspath(path))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    while not os.path.ismount(existing) and existing != existing.parent:
-        existing = existing.parent
-    return existing
 
 
 def _free_bytes(folder: Path) -> float:

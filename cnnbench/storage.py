@@ -7,11 +7,13 @@ served by web servers and copied into CI artifacts.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -79,3 +81,64 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     write_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+# --- places that cannot be written: one line naming the path, the OS's reason and what to do ---
+
+UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC,
+                     errno.EDQUOT}  # fmt: skip
+
+
+@contextmanager
+def unwritable_as_usage_error(path: Path, *, elsewhere: str) -> Iterator[None]:
+    """Turn the OS refusing to write `path` (read-only, no permission, a file where a folder should be, a full disk)
+    into a one-line UsageError; `elsewhere` says what the user can do instead, e.g. "give another --out"."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in UNWRITABLE_ERRNOS:
+            raise
+        raise _usage_error(unwritable(path, error, elsewhere=elsewhere)) from None
+
+
+def unwritable(path: Path, error: OSError, *, elsewhere: str) -> str:
+    """The one-line message for an OSError met while writing `path`: the path, the OS's reason and what to do."""
+    path = Path(path)
+    mount = _mount_point(path)
+    reason = error.strerror or os.strerror(error.errno)
+    if error.errno == errno.ENOSPC:
+        return f"cannot write {path}: {reason}; free space on {mount} and run again"
+    if error.errno == errno.EDQUOT:
+        return f"cannot write {path}: {reason}; free space within your quota on {mount} and run again"
+    if error.errno == errno.EROFS:
+        return f"cannot write {path}: {reason} ({mount} is mounted read-only); {elsewhere}"
+    if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        in_the_way = _in_the_way(Path(error.filename) if error.filename else path, error.errno)
+        if in_the_way:
+            return f"cannot write {path}: {in_the_way}; move it away or {elsewhere}"
+    return f"cannot write {path}: {reason}; {elsewhere}"
+
+
+def _in_the_way(target: Path, code: int) -> str | None:
+    """What stands where the write needed a folder (or a file): the nearest existing one of `target` and its parents."""
+    for candidate in (target, *target.parents):
+        if candidate.exists():
+            if code == errno.EISDIR and candidate.is_dir():
+                return f"{candidate} is a folder, not a file"
+            return None if candidate.is_dir() else f"{candidate} is a file, not a folder"
+    return None
+
+
+def _mount_point(path: Path) -> Path:
+    existing = Path(os.path.abspath(path))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    while not os.path.ismount(existing) and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def _usage_error(message: str):
+    from cnnbench.errors import UsageError  # imported here: storage is imported by the CLI before anything else
+
+    return UsageError(message)

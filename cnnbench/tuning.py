@@ -264,12 +264,6 @@ def open_study(options: TuneOptions, space: list[Param]):
 
         path = str(options.folder / "study.journal")
         storage = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    if options.sampler == "grid":
-        sampler = optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=options.seed)
-    elif options.sampler == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=options.seed)
-    else:
-        sampler = optuna.samplers.RandomSampler(seed=options.seed)
     # Median: a trial is stopped at an epoch where it is below the median of the trials before it at that epoch,
     # once 3 trials have finished (Optuna's default 5 wastes most of a short study) and after its first epoch.
     pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=3,

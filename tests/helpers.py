@@ -30,7 +30,6 @@ def spec(data: PrepareOptions, model: str | None = None, *, kind: str = "train",
     """A RunSpec from a data section, a model name and training options (what the CLI builds from flags)."""
     from dataclasses import replace
 
-    from cnnbench.config import TrainConfig
     from cnnbench.spec import ModelChoice, RunSpec, base_for, validate
 
     base = base_for(kind)

@@ -9,7 +9,6 @@ prints one JSON object on stdout ({"error": ..., "exit_code": ...}), so a script
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ from cnnbench.cli import (
     report_cmd,
     study_cmd,
     train_cmd,
+    tune_cmd,
 )
 from cnnbench.errors import CnnbenchError, Terminated
 
@@ -65,6 +65,7 @@ app.command("finetune")(finetune_cmd.finetune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("report")(report_cmd.report)
 app.command("study")(study_cmd.study)
+app.command("tune")(tune_cmd.tune)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -108,20 +109,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_os_error(error: OSError) -> str:
     """One line for a place that cannot be read or written: which path, why, and what to do."""
-    path = error.filename or "a file"
-    if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"no space left to write {path}: free space on that disk (or choose another --out/--root) and run again"
-    if error.errno == errno.EROFS:
-        return f"cannot write {path}: the file system is read-only; choose a writable place (--out/--root)"
-    if error.errno in (errno.EACCES, errno.EPERM):
-        return f"cannot write {path}: permission denied; choose a place you can write (--out/--root)"
-    if error.errno == errno.EEXIST:
-        return f"cannot make the folder {path}: a file of that name is in the way"
-    if error.errno == errno.ENOTDIR:
-        return f"cannot use {path}: part of that path is a file, not a folder"
-    if error.errno == errno.EISDIR:
-        return f"cannot use {path}: it is a folder, where a file was expected"
-    return f"{path}: {error.strerror or error}"
+    from cnnbench.storage import UNWRITABLE_ERRNOS, unwritable
+
+    if error.errno in UNWRITABLE_ERRNOS and error.filename:
+        return unwritable(error.filename, error, elsewhere="choose another place (--out, --root)")
+    return f"{error.filename or 'a file'}: {error.strerror or error}"
 
 
 def _main_thread() -> bool:

@@ -34,7 +34,7 @@ from cnnbench import __version__
 from cnnbench.data.catalog import DATASETS, DatasetEntry, get_dataset
 from cnnbench.data.sources import UNREADABLE
 from cnnbench.errors import DataMissing, UsageError
-from cnnbench.storage import jsonable, write_atomic
+from cnnbench.storage import unwritable, jsonable, write_atomic
 
 SPLITS = ("train", "val", "test")
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # above this, photo collections stay on disk as a file index
@@ -746,18 +746,10 @@ def _human_bytes(count: int) -> str:
 
 
 def _cannot_write(cache_root: Path, err: OSError, need: int | None) -> UsageError:
-    reason = err.strerror or _one_line(err)
-    if err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        size = f" (its images alone take {_human_bytes(need)})" if need else ""
-        where = "within your disk quota on that filesystem" if err.errno != errno.ENOSPC else "on that filesystem"
-        advice = f"free space {where}{size}, or pass --root a folder on another one"
-    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        advice = "pass --root a folder you can write to"
-    elif err.errno in (errno.ENOTDIR, errno.EEXIST):
-        advice = "pass --root a folder, not a file"
-    else:
-        advice = "check that folder, then prepare again"
-    return UsageError(f"cannot write the prepared cache under {cache_root}: {reason}; {advice}")
+    message = unwritable(cache_root, err, elsewhere="pass --root a folder you can write to")
+    if err.errno in (errno.ENOSPC, errno.EDQUOT) and need:
+        message += f" (the prepared images alone take {_human_bytes(need)})"
+    return UsageError(message)
 
 
 # ------------------------------------------------------------------------------------------ stale staging folders
