@@ -65,6 +65,7 @@ class Format(NamedTuple):
     channels_last: bool
     threads: int | None  # CPU threads; None leaves PyTorch's default (GPUs)
     probe: dict  # the CPU probe's images/s per candidate, {} when nothing was measured
+    choice: dict | None = None  # autotune.last_choice(): its cache entry, what it promised, whether it was cached
 
 
 def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log) -> Format:
@@ -80,16 +81,16 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
         key = json.dumps([model_spec.to_dict(), vars(spec), config.batch_size, config.precision, config.channels_last,
                           config.threads], sort_keys=True, default=str)  # fmt: skip
         if key not in _formats:
-            from cnnbench.autotune import choose_cpu_format
+            from cnnbench.autotune import choose_cpu_format, describe_choice, last_choice
 
             chosen, channels_last, threads, probe = choose_cpu_format(
                 model, (spec.channels, spec.height, spec.width), config.batch_size,
                 key={"model": model_spec.to_dict()}, precision=config.precision, channels_last=config.channels_last,
                 threads=config.threads)  # fmt: skip
-            if probe:
-                log(f"fastest on this CPU: {chosen}, {'channels_last' if channels_last else 'contiguous'}, {threads} "
-                    f"threads (probed {', '.join(f'{k} {v:,.0f} img/s' for k, v in probe.items())}; cached)")  # fmt: skip
-            _formats[key] = Format(chosen, channels_last, threads, probe)
+            choice = last_choice()  # None when every option was given: nothing measured, nothing promised
+            if choice is not None:
+                log(describe_choice(choice))
+            _formats[key] = Format(chosen, channels_last, threads, probe, choice)
         return _formats[key]
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
     return Format(precision, channels_last, config.threads if device.type == "cpu" else None, {})

@@ -233,6 +233,10 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
         dist.broadcast_object_list(choice, src=0)
         fmt = choice[0]
     resources.apply_threads(fmt)
+    if fmt.choice is not None and rank is None:  # a run much slower than the probe promised flags its cache entry
+        from cnnbench.autotune import PromiseWatch
+
+        callbacks = [*callbacks, PromiseWatch.for_choice(fmt.choice, log)]
     # The trainer before any run directory: its checks (penalised layers, a validation split for early stopping,
     # batch size per process) fail first.
     trainer = build_trainer(model, prepared, config, device, precision=fmt.precision, channels_last=fmt.channels_last,
@@ -259,7 +263,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                 **plan.extra,
                 "params": counts,
                 "device": {**device_info(device), "precision": fmt.precision, "channels_last": fmt.channels_last,
-                           "format_probe_images_per_s": fmt.probe},  # device_info's threads: the count applied
+                           "format_probe_images_per_s": fmt.probe,  # device_info's threads: the count applied
+                           "format_choice": fmt.choice},  # the probe's answer: cache entry, promise, cached or not
                 "versions": package_versions(),
                 "git": git_revision(),
             })  # fmt: skip

@@ -110,18 +110,20 @@ def test_probe_picks_format_then_fewer_threads_while_faster_and_caches_it(monkey
     by_threads = {4: 1.0, 2: 1.3, 1: 1.1}  # this model is fastest on 2 of 4 threads
     calls = []
 
-    def fake(model, shape, batch_size, precision, channels_last):
+    def fake(workload, precision, channels_last):
         calls.append((precision, channels_last, torch.get_num_threads()))
         return rates[(precision, channels_last)] * by_threads[torch.get_num_threads()]
 
     monkeypatch.setattr(autotune, "_images_per_s", fake)
+    monkeypatch.setattr(autotune, "_cpu_times", lambda: None)  # this machine's other load must not decide the test
     monkeypatch.setattr(autotune, "DEFAULT_THREADS", 4)
     monkeypatch.setattr(autotune, "bf16_supported", lambda: True)
     before = torch.get_num_threads()
     model = nn.Linear(3, 2)
     choice = autotune.choose_cpu_format(model, (3, 1, 1), 8, key={"model": "thread-test"})
     assert choice[:3] == ("bf16", True, 2)
-    assert [c[2] for c in calls] == [4, 4, 4, 4, 2, 1]  # formats on all threads, then halving until slower
+    # formats on all threads (3 rounds of 4), then each halving against the current count (3 rounds of 2)
+    assert [c[2] for c in calls] == [4] * 12 + [4, 2, 2, 4, 4, 2] + [2, 1, 1, 2, 2, 1]
     assert torch.get_num_threads() == before  # the caller applies the choice
     calls.clear()
     assert autotune.choose_cpu_format(model, (3, 1, 1), 8, key={"model": "thread-test"})[:3] == ("bf16", True, 2)

@@ -5,21 +5,49 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
+from cnnbench.cli.common import (
+    ClassesOption,
+    GrayscaleFlag,
+    JsonFlag,
+    SizeOption,
+    cells,
+    emit_json,
+    log_to_stderr,
+    stdout,
+)
 
 
 def models(
-    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Count parameters at this dataset's shape "
-                                                 "instead of each model's seed input.")] = None,
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Count parameters (with --probe: look the "
+                                                 "choice up) at this dataset's shape instead of each model's seed "
+                                                 "input.")] = None,
+    size: SizeOption = None,
+    grayscale: GrayscaleFlag = False,
+    classes: ClassesOption = None,
+    probe: Annotated[str | None, typer.Option("--probe", metavar="MODEL", help="Show the CPU format this machine has "
+                                               "cached for training MODEL at --dataset/--size and --batch-size "
+                                               "(what `train` uses when --precision, --channels-last and --threads "
+                                               "are not given).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="With --probe: the training batch size "
+                                                   "(default: train's, 128).")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="With --probe: measure the choice again (about a "
+                                          "second) and cache it.")] = False,
     json_output: JsonFlag = False,
 ) -> None:  # fmt: skip
     """List the model families, the zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs, and
-    the torchvision backbones."""
-    from cnnbench.budget import dataset_input, describe_model
+    the torchvision backbones; or, with --probe MODEL, the CPU format probe's cached choice for a configuration."""
+    from cnnbench.budget import dataset_input, describe_model, seed_input
     from cnnbench.models import FAMILIES, MODELS
     from cnnbench.models.transfer import describe_backbones
 
-    spec = dataset_input(dataset) if dataset else None
+    if dataset is None and (size is not None or grayscale or classes is not None):
+        raise typer.BadParameter("--size, --grayscale and --classes need --dataset", param_hint="--dataset")
+    if probe is None and (batch_size is not None or refresh):
+        raise typer.BadParameter("--batch-size and --refresh need --probe MODEL", param_hint="--probe")
+    spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes) if dataset else None
+    if probe is not None:
+        _show_probe(probe, spec or seed_input(probe), batch_size, refresh, json_output)
+        return
     rows = [describe_model(name, spec or MODELS.get(name).seed_input) for name in MODELS]
     families = [f"{name:<12} {FAMILIES.get(name).summary}" for name in FAMILIES]
     backbones, aliases = describe_backbones()
@@ -47,3 +75,55 @@ def models(
     console.print(listing)
     for alias, note in aliases.items():
         console.print(f"{alias}: {note}")
+
+
+def _show_probe(name: str, spec, batch_size: int | None, refresh: bool, json_output: bool) -> None:
+    from cnnbench.autotune import probe_report
+    from cnnbench.config import TrainConfig
+
+    if spec is None:  # seed_input raised for an unknown name; None means the model is sized by its dataset
+        raise typer.BadParameter(f"{name} is sized for a dataset; pass --dataset", param_hint="--dataset")
+    if batch_size is not None and batch_size < 1:
+        raise typer.BadParameter(f"bad --batch-size {batch_size}: expected 1 or more", param_hint="--batch-size")
+    report = probe_report(name, spec, batch_size or TrainConfig().batch_size, refresh=refresh,
+                          log=log_to_stderr(json_output))  # fmt: skip
+    if json_output:
+        emit_json(report)
+        return
+    console = stdout()
+    entry, machine = report["entry"], report["machine"]
+    console.print(f"{name} at {report['input']}, batch {report['batch_size']}, on {machine['cpu']} "
+                  f"({', '.join(machine['flags']) or 'no AVX2/AVX-512/AMX'}; {machine['cores']} cores; torch "
+                  f"{machine['torch']}, oneDNN {'on' if machine['onednn'] else 'off'})", markup=False)  # fmt: skip
+    fresh = report.get("measured_now")
+    if fresh is not None and not fresh["cached"]:
+        console.print(f"measured now: {fresh['precision']}, {_layout(fresh['channels_last'])}, {fresh['threads']} "
+                      f"threads, {fresh['promised_images_per_s']:,.0f} img/s; not cached: "
+                      f"{fresh['not_cached_because']}", markup=False)  # fmt: skip
+        if entry is not None:
+            console.print("the cached choice is still the earlier one:", markup=False)
+    if entry is None:
+        console.print(f"no cached choice in {report['cache']}: the next `train` of this configuration measures it "
+                      f"(or run this again with --refresh)", markup=False)  # fmt: skip
+        return
+    stale = entry["stale"]
+    rows = [("precision", entry["precision"]), ("memory format", _layout(entry["channels_last"])),
+            ("threads", entry["threads"]),
+            ("promised", f"{entry['promised_images_per_s']:,.0f} img/s (training steps on a synthetic batch)")]
+    rows += [(f"probed {candidate}", f"{rate:,.0f} img/s") for candidate, rate in entry["images_per_s"].items()]
+    how = f"{entry['rounds']} rounds, windows within {entry['spread']:.2f}x"
+    if entry["other_cores"] is not None:
+        how += f", other processes {entry['other_cores']:.2f} cores"
+    rows += [("measured", f"{entry['measured']} ({how})"),
+             ("stale", f"yes: {stale['reason']} ({stale['at']}); the next run measures again" if stale else "no"),
+             ("cache", f"{report['cache']} (entry {report['digest']})")]  # fmt: skip
+    table = Table(show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for row in rows:
+        table.add_row(*cells(*row))
+    console.print(table)
+
+
+def _layout(channels_last: bool) -> str:
+    return "channels_last" if channels_last else "contiguous"
