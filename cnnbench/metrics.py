@@ -139,3 +139,67 @@ def _clipped(probs: np.ndarray) -> np.ndarray:
     """Floor and renormalise rows: sklearn's log loss rejects rows that do not sum to one (e.g. float32 softmax)."""
     floored = np.clip(probs, _PROB_FLOOR, 1.0)
     return floored / floored.sum(axis=1, keepdims=True)
+
+
+# --- error analysis: which predictions to look at -------------------------------------------------------------------
+
+LOOK_AT_ROWS = 10
+"""S4 tabulated its ten least confident predictions; the top losses get as many rows."""
+
+
+def least_confident(probs: np.ndarray, y_true: np.ndarray, class_names: list[str], *, count: int = LOOK_AT_ROWS,
+                    ids: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The `count` predictions the model was least sure of, least sure first (ties: earlier images first).
+
+    For two classes that is S4's order, |p - 0.5| smallest, p being the probability of the second class; for more, the
+    lowest top-1 probability (the same order for two classes, computed from p itself so that rounding in 1 - p cannot
+    reorder near-ties)."""
+    y_true, probs = _validated(y_true, probs, class_names)
+    doubt = np.abs(probs[:, 1] - 0.5) if len(class_names) == 2 else probs.max(axis=1)
+    return _prediction_rows(probs, y_true, class_names, np.argsort(doubt, kind="stable")[:count], ids)
+
+
+def top_losses(probs: np.ndarray, y_true: np.ndarray, class_names: list[str], *, count: int = LOOK_AT_ROWS,
+               ids: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The `count` images with the largest cross-entropy -log p(true class), largest first (ties: earlier first):
+    confident mistakes, and often mislabelled images."""
+    y_true, probs = _validated(y_true, probs, class_names)
+    loss = -np.log(np.clip(probs[np.arange(len(y_true)), y_true], _PROB_FLOOR, 1.0))
+    return _prediction_rows(probs, y_true, class_names, np.argsort(-loss, kind="stable")[:count], ids)
+
+
+def _prediction_rows(probs: np.ndarray, y_true: np.ndarray, class_names: list[str], order: np.ndarray,
+                     ids: list[str] | None) -> list[dict[str, Any]]:  # fmt: skip
+    rows = []
+    for rank, index in enumerate(order, start=1):
+        predicted = int(probs[index].argmax())
+        p_true = float(probs[index, y_true[index]])
+        row = {
+            "rank": rank,
+            "index": int(index),  # position in the split, the order `evaluate` scores it in
+            **({"image": ids[index]} if ids is not None else {}),  # its file, for image files read in place
+            "true": class_names[y_true[index]],
+            "predicted": class_names[predicted],
+            "correct": bool(predicted == y_true[index]),
+            "confidence": float(probs[index, predicted]),
+            "p_true": p_true,
+            "loss": float(-math.log(max(p_true, _PROB_FLOOR))),
+        }
+        if len(class_names) == 2:
+            row["p_positive"] = float(probs[index, 1])  # the probability of class_names[1], S4's p
+            row["margin"] = abs(row["p_positive"] - 0.5)
+        rows.append(row)
+    return rows
+
+
+def most_confused_pairs(confusion: list[list[int]] | np.ndarray, class_names: list[str], *,
+                        count: int = 20) -> list[dict[str, Any]]:  # fmt: skip
+    """The off-diagonal cells of a confusion matrix with the most images, most first (ties: by true, then predicted
+    class): what a matrix over many classes shows too small to read. `share` is the fraction of the true class's
+    images that went to the predicted one."""
+    matrix = np.asarray(confusion, dtype=np.int64)
+    totals = matrix.sum(axis=1)
+    k = len(matrix)
+    cells = sorted((-int(matrix[t, p]), t, p) for t in range(k) for p in range(k) if t != p and matrix[t, p])
+    return [{"true": class_names[t], "predicted": class_names[p], "count": -negative,
+             "share": float(-negative / totals[t])} for negative, t, p in cells[:count]]  # fmt: skip

@@ -6,11 +6,18 @@ incomplete runs are rows too, with their status, so a table never silently drops
 (a truncated config.json, summary.json, metrics.csv or evaluation) is a row with status "damaged" and the one-line
 `reason`, keeping what could be read: one broken run never stops the table of the others. Runs being trained are read
 as a snapshot: their files are replaced atomically, and metrics.csv's half-appended last line is left out.
+
+With `--plots` it also compares the runs in pictures (accuracy against parameters with the Pareto front marked,
+accuracy against seconds per epoch, means with their standard deviation as error bars when grouped) and draws each
+run's curves, and report.md embeds them with relative links, so the folder reads as a page on a code-hosting site.
+Damaged runs are left out of every picture: their figures may be partial or wrong.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +25,15 @@ import pandas as pd
 
 from cnnbench.errors import UsageError
 from cnnbench.runs import IN_EVERY_CONFIG, DamagedRun, RunDir, find_runs, unwritable_as_usage_error
-from cnnbench.storage import write_atomic, write_text_atomic
+from cnnbench.storage import write_text_atomic
 
 # The seeds' tables: epochs, batch size, model, dropout, lr, loss, accuracy, val loss, val accuracy, test accuracy,
 # params, seconds per epoch, size MB.
 DEFAULT_COLUMNS = ["run", "status", "model", "dataset", "epochs", "batch_size", "dropout", "lr", "loss", "accuracy",
                    "val_loss", "val_accuracy", "test_accuracy", "params", "seconds_per_epoch", "size_mb"]  # fmt: skip
 EVAL_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-             "recall_weighted", "f1_weighted", "roc_auc")  # fmt: skip
+             "recall_weighted", "f1_weighted", "roc_auc", "ece", "mce", "brier", "temperature", "ece_scaled",
+             "brier_scaled")  # fmt: skip
 
 
 def run_row(run: RunDir) -> dict[str, Any]:
@@ -209,22 +217,45 @@ def _pm(mean: float, std: float) -> str:
     return _number(mean) if isinstance(std, float) and math.isnan(std) else f"{_number(mean)} ± {_number(std)}"
 
 
-def write_report(table: pd.DataFrame, out: Path) -> dict[str, Path]:
+def write_report(table: pd.DataFrame, out: Path, *, images: list[Path] | None = None) -> dict[str, Path]:
+    """report.csv and report.md under `out`; the markdown embeds `images` (under `out`) by relative links."""
     out = Path(out)
     paths = {"csv": out / "report.csv", "markdown": out / "report.md"}
     with unwritable_as_usage_error(paths["csv"], elsewhere="give another --out"):
         write_text_atomic(paths["csv"], table.to_csv(index=False))
     with unwritable_as_usage_error(paths["markdown"], elsewhere="give another --out"):
-        write_text_atomic(paths["markdown"], to_markdown(table) + "\n")
+        write_text_atomic(paths["markdown"], to_markdown(table) + "\n" + _embedded(images or [], out))
     return paths
+
+
+def _embedded(images: list[Path], out: Path) -> str:
+    """Markdown image links relative to report.md's folder (forward slashes, as web pages want them)."""
+    if not images:
+        return ""
+    comparisons = [path for path in images if path.stem in COMPARISONS]
+    curves = [path for path in images if path.stem not in COMPARISONS]
+    blocks = []
+    for heading, group in (("Comparisons", comparisons), ("Curves per run", curves)):
+        if group:
+            blocks.append(f"## {heading}")
+            for path in group:
+                link = Path(os.path.relpath(path, out)).as_posix()
+                blocks.append(f"![{COMPARISONS.get(path.stem, f'curves of {path.stem}')}]({link})")
+    return "\n" + "\n\n".join(blocks) + "\n"
+
+
+# --- pictures -------------------------------------------------------------------------------------------------------
+
+COMPARISONS = {  # the comparison pictures, by file stem, with the words report.md shows for them
+    "accuracy_vs_params": "accuracy against parameters",
+    "accuracy_vs_seconds": "accuracy against seconds per epoch",
+}
+_TIMESTAMP = re.compile(r"^\d{8}-\d{6}-")  # the start time heading every run folder's name
 
 
 def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
     """Loss and accuracy curves per run (train and validation), one PNG each under `out`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnbench.plots import curves
 
     written = []
     for run in runs:
@@ -234,22 +265,70 @@ def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
             continue
         if not rows:
             continue
-        epochs = [r["epoch"] for r in rows]
-        figure, (loss_axis, acc_axis) = plt.subplots(1, 2, figsize=(10, 3.6))
-        for axis, key, label in ((loss_axis, "loss", "loss"), (acc_axis, "acc", "accuracy")):
-            axis.plot(epochs, [r[f"train_{key}"] for r in rows], label="train")
-            axis.plot(epochs, [r[f"val_{key}"] for r in rows], label="validation")
-            axis.set_xlabel("epoch")
-            axis.set_ylabel(label)
-            axis.grid(alpha=0.3)
-            axis.legend()
-        figure.suptitle(run.name, fontsize=9)
-        figure.tight_layout()
         path = Path(out) / f"{run.name}.png"
-        try:
-            with unwritable_as_usage_error(path, elsewhere="give another --out"):
-                write_atomic(path, lambda handle: figure.savefig(handle, format="png", dpi=100))
-        finally:
-            plt.close(figure)
-        written.append(path)
+        with unwritable_as_usage_error(path, elsewhere="give another --out"):
+            written.append(curves(rows, run.name, path))
     return written
+
+
+def accuracy_column(frame: pd.DataFrame) -> str | None:
+    """The accuracy the comparisons plot: the test split's where any run has one, else validation at the best epoch."""
+    for column in ("test_accuracy", "val_accuracy"):
+        if column in frame and pd.to_numeric(frame[column], errors="coerce").notna().any():
+            return column
+    return None
+
+
+def comparison_points(frame: pd.DataFrame, x: str, y: str, group_by: list[str] | None = None) -> list[dict[str, Any]]:
+    """The points of one comparison: a run each, or with `group_by` a group each (mean and standard deviation over its
+    runs, e.g. over seeds). Damaged runs and runs without both figures are left out; `front` marks the Pareto front
+    (no other point has an x as small and a y as large, one of them strictly)."""
+    usable = frame[frame["status"] != "damaged"].copy()
+    usable[x] = pd.to_numeric(usable[x], errors="coerce")
+    usable[y] = pd.to_numeric(usable[y], errors="coerce")
+    usable = usable[usable[x].notna() & usable[y].notna()]
+    if usable.empty:
+        return []
+    if group_by:
+        points = []
+        for key, rows in usable.groupby(group_by, dropna=False, sort=True):
+            key = key if isinstance(key, tuple) else (key,)
+            points.append({"label": ", ".join("" if v is None or v != v else str(v) for v in key),
+                           "x": float(rows[x].mean()), "y": float(rows[y].mean()), "x_std": float(rows[x].std()),
+                           "y_std": float(rows[y].std()), "n": len(rows)})  # fmt: skip
+    else:
+        points = [{"label": _TIMESTAMP.sub("", str(name)), "x": float(vx), "y": float(vy), "x_std": math.nan,
+                   "y_std": math.nan, "n": 1} for name, vx, vy in zip(usable["run"], usable[x], usable[y])]  # fmt: skip
+    for point, on_front in zip(points, pareto_front([p["x"] for p in points], [p["y"] for p in points])):
+        point["front"] = on_front
+    return points
+
+
+def pareto_front(costs: list[float], scores: list[float]) -> list[bool]:
+    """For each point, whether no other point is at least as cheap and at least as good, and better in one of them."""
+    return [not any(c <= cost and s >= score and (c < cost or s > score) for c, s in zip(costs, scores))
+            for cost, score in zip(costs, scores)]  # fmt: skip
+
+
+def plot_comparisons(frame: pd.DataFrame, out: Path, *, group_by: list[str] | None = None
+                     ) -> tuple[list[Path], list[str]]:  # fmt: skip
+    """accuracy_vs_params.png and accuracy_vs_seconds.png under `out`; returns them and a note for each not drawn."""
+    from cnnbench.plots import comparison
+
+    accuracy = accuracy_column(frame)
+    if accuracy is None:
+        return [], ["no comparison plots: no run has a test or validation accuracy yet"]
+    y_label = "test accuracy" if accuracy == "test_accuracy" else "validation accuracy (best epoch)"
+    over = f", mean ± std over runs grouped by {', '.join(group_by)}" if group_by else ""
+    written, notes = [], []
+    for name, x, x_label in (("accuracy_vs_params", "params", "trainable parameters"),
+                             ("accuracy_vs_seconds", "seconds_per_epoch", "seconds per epoch (median)")):  # fmt: skip
+        points = comparison_points(frame, x, accuracy, group_by)
+        if not points:
+            notes.append(f"no {name} plot: no run has both {x} and {accuracy}")
+            continue
+        path = Path(out) / f"{name}.png"
+        with unwritable_as_usage_error(path, elsewhere="give another --out"):
+            written.append(comparison(points, path, x_label=x_label, y_label=y_label,
+                                      title=f"{y_label} against {x_label}{over}", front_label="Pareto front"))
+    return written, notes

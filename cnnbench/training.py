@@ -297,6 +297,7 @@ def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[s
 
     def finish(status: str, **extra: Any) -> RunResult:
         summary = _summary(run_dir, trainer, status, counts, time.perf_counter() - started, **extra)
+        _draw_curves(run_dir, log)
         run_dir.write_summary(summary)
         return RunResult(run=run_dir, status=status, summary=summary)
 
@@ -315,6 +316,16 @@ def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[s
     if trainer.early.best_epoch and run_dir.checkpoint_path("best").is_file():
         trainer.model.load_state_dict(run_dir.load_checkpoint("best", map_location=trainer.device)["model"])
     return finish("completed")
+
+
+def _draw_curves(run_dir: RunDir, log: Log) -> None:
+    """RUN/curves.png, before summary.json (written last); a picture that cannot be written never fails the run."""
+    from cnnbench.plots import run_curves
+
+    try:
+        run_curves(run_dir.path)
+    except OSError as error:
+        log(f"warning: {run_dir.path / 'curves.png'} not drawn ({error.strerror or error})")
 
 
 def _follow(trainer, state: dict[str, Any] | None) -> RunResult:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -85,8 +88,62 @@ def test_sort_descending_and_unknown_columns(cli, runs, tmp_path):
     assert bad.code == 2 and "unknown --columns speed" in bad.err
 
 
-def test_report_with_plots_draws_one_png_per_run(cli, runs, tmp_path):
+def test_report_with_plots_draws_the_comparisons_and_one_curve_png_per_run(cli, runs, tmp_path):
+    before = _tree_digest(runs)
     result = cli("report", runs, "--out", tmp_path, "--plots", "--json")
-    assert result.code == 0
-    plots = result.json()["plots"]
-    assert len(plots) == 4 and all(Path(p).read_bytes().startswith(b"\x89PNG") for p in plots)
+    assert result.code == 0, result.err
+    answer = result.json()
+    curves, comparisons = [Path(p) for p in answer["plots"]], [Path(p) for p in answer["comparisons"]]
+    assert len(curves) == 4, "one curve picture per run"
+    assert sorted(p.name for p in comparisons) == ["accuracy_vs_params.png", "accuracy_vs_seconds.png"]
+    plots = curves + comparisons
+    names = {p.name for p in plots}
+    for path in plots:
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+    # The markdown embeds every plot by a link relative to itself, so it reads on a code-hosting site.
+    markdown = (tmp_path / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]+\]\(([^)]+)\)", markdown)
+    assert "![accuracy against parameters](plots/accuracy_vs_params.png)" in markdown
+    assert sorted(links) == sorted(f"plots/{name}" for name in names)
+    assert all((tmp_path / link).is_file() for link in links)
+    assert _tree_digest(runs) == before, "report --plots must never modify a run directory"
+
+
+def test_grouped_comparisons_draw_means_with_error_bars(cli, runs, tmp_path):
+    from cnnbench.report import collect, comparison_points
+
+    result = cli("report", runs, "--out", tmp_path, "--plots", "--group-by", "model", "--json")
+    assert result.code == 0, result.err
+    assert (tmp_path / "plots" / "accuracy_vs_params.png").stat().st_size > 10_000
+    points = {p["label"]: p for p in comparison_points(collect([runs]), "params", "test_accuracy", ["model"])}
+    seeds = points["mnist-722"]
+    assert seeds["n"] == 2 and seeds["x"] == 722 and seeds["y_std"] >= 0  # the interrupted run has no test accuracy
+    assert points["mnist-7498"]["n"] == 1 and math.isnan(points["mnist-7498"]["y_std"])
+
+
+def test_pareto_front_keeps_the_points_nothing_beats_on_both_counts():
+    from cnnbench.report import pareto_front
+
+    params = [100, 200, 300, 150, 300]
+    accuracy = [0.50, 0.70, 0.90, 0.45, 0.80]
+    assert pareto_front(params, accuracy) == [True, True, True, False, False]
+    assert pareto_front([5, 5], [0.5, 0.5]) == [True, True], "equal points do not beat each other"
+
+
+def test_damaged_runs_are_left_out_of_the_plots(cli, runs, tmp_path):
+    from cnnbench.report import collect, comparison_points
+
+    mixed = tmp_path / "mixed"
+    for run in sorted(runs.iterdir())[:2]:
+        shutil.copytree(run, mixed / run.name)
+    damaged = mixed / sorted(runs.iterdir())[0].name
+    (damaged / "summary.json").write_text('{"status": "completed", "best":')  # truncated
+    result = cli("report", mixed, "--out", tmp_path / "out", "--plots", "--json")
+    assert result.code == 0, result.err
+    assert "1 damaged run" in result.err
+    answer = result.json()
+    assert f"{damaged.name}.png" not in {Path(p).name for p in answer["plots"]}
+    assert "accuracy_vs_params.png" in {Path(p).name for p in answer["comparisons"]}
+    points = comparison_points(collect([mixed]), "params", "test_accuracy")
+    assert len(points) == 1 and damaged.name[len("YYYYmmdd-HHMMSS-"):] not in points[0]["label"]

@@ -20,8 +20,10 @@ def evaluate(
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Score a run on a split: accuracy, top-5, precision/recall/F1, ROC AUC, log loss, per-class table, confusion."""
+    """Score a run on a split: accuracy, top-5, precision/recall/F1, ROC AUC, log loss, per-class table, confusion;
+    calibration (ECE, MCE, Brier) before and after temperature scaling; pictures and tables of errors in RUN/eval/."""
     from cnnbench.evaluation import evaluate_run
+    from cnnbench.plots import GALLERY_LIMIT
 
     result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, root=root, device=device,
                           batch_size=batch_size, log=log_to_stderr(quiet))  # fmt: skip
@@ -37,10 +39,31 @@ def evaluate(
         if key in result:
             value = result[key]
             table.add_row(*cells(key, "nan" if value is None or value != value else f"{value:.4f}"))
+    calibration = result["calibration"]
+    scaling = calibration["temperature_scaling"]
+    for key, name in (("ece", f"ECE ({calibration['bins']} bins)"), ("mce", "MCE"), ("brier", "Brier score")):
+        table.add_row(*cells(name, f"{result[key]:.4f}"))
+    if "temperature" in scaling:
+        table.add_row(*cells("temperature T (fitted on val)", f"{scaling['temperature']:.4f}"))
+        for key, name in (("ece_scaled", "ECE after scaling"), ("mce_scaled", "MCE after scaling"),
+                          ("brier_scaled", "Brier after scaling"), ("loss_scaled", "loss after scaling")):  # fmt: skip
+            table.add_row(*cells(name, f"{result[key]:.4f}"))
     table.add_row(*cells("images/s (inference)", f"{result['images_per_s']:,.0f} on {result['device']}"))
     table.add_row(*cells("size", f"{result['size_mb']:.4f} MB"))
     console.print(table)
+    if "temperature" in scaling:
+        console.print("temperature scaling divides the logits by T: every image keeps its most probable class, so "
+                      "accuracy is unchanged; only the confidence moves", markup=False)  # fmt: skip
     for note in result["notes"]:
         console.print(f"note: {note}", markup=False)
-    console.print(f"written: {Path(run_dir) / 'eval' / (split + '.json')} (+ per-class and confusion CSVs)",
+    analysis = result["error_analysis"]
+    wrong = analysis["misclassified"]
+    if wrong == 0:
+        console.print("misclassified: none, so no gallery was drawn", markup=False)
+    else:
+        gallery = analysis["pictures"].get("misclassified")
+        shown = f"the {min(wrong, GALLERY_LIMIT)} most confident in {gallery}" if gallery else "none could be drawn"
+        console.print(f"misclassified: {wrong:,} of {result['n']:,} ({shown})", markup=False)
+    console.print(f"written: {Path(run_dir) / 'eval' / (split + '_analysis.md')} (pictures and tables on one page)",
                   markup=False)  # fmt: skip
+    console.print(f"         and in {run_dir}: {', '.join(result['files'])}", markup=False)

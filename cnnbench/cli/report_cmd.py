@@ -18,14 +18,16 @@ def report(
     group_by: Annotated[str | None, typer.Option("--group-by", help="Comma-separated columns; other numeric "
                                                  "columns become mean ± std with n (e.g. over seeds).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for report.csv and report.md.")] = Path("results"),
-    plots: Annotated[bool, typer.Option("--plots", help="Also draw loss/accuracy curves to OUT/plots/.")] = False,
+    plots: Annotated[bool, typer.Option("--plots", help="Also draw to OUT/plots/, embedded in report.md: accuracy "
+                                        "against parameters (Pareto front) and against seconds per epoch, with "
+                                        "mean ± std error bars when grouped, and each run's curves.")] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Gather runs into one table (written as OUT/report.csv and OUT/report.md); never modifies a run.
 
     A run with a damaged file is a row with status "damaged" and its reason; the table of the others is still made."""
-    from cnnbench.report import (build_table, collect, damaged_runs, parse_columns, plot_curves, plottable_runs,
-                                 to_markdown, write_report)  # fmt: skip
+    from cnnbench.report import (build_table, collect, damaged_runs, parse_columns, plot_comparisons, plot_curves,
+                                 plottable_runs, to_markdown, write_report)  # fmt: skip
 
     sources = paths or [Path("results/runs")]
     frame = collect(sources)
@@ -39,11 +41,18 @@ def report(
     chosen = parse_columns(columns, frame)
     groups = [c.strip() for c in group_by.split(",") if c.strip()] if group_by else None
     table = build_table(frame, columns=chosen, sort=sort, group_by=groups)
-    written = write_report(table, out)
-    images = plot_curves(plottable_runs(frame), out / "plots") if plots else []
+    comparisons: list[Path] = []
+    curves: list[Path] = []
+    if plots:
+        comparisons, notes = plot_comparisons(frame, out / "plots", group_by=groups)
+        for note in notes:
+            stderr().print(f"note: {note}", markup=False)
+        curves = plot_curves(plottable_runs(frame), out / "plots")
+    images = comparisons + curves
+    written = write_report(table, out, images=images)
     if json_output:
         emit_json({"rows": table.to_dict(orient="records"), "files": {k: str(v) for k, v in written.items()},
-                   "plots": [str(p) for p in images]})  # fmt: skip
+                   "plots": [str(p) for p in curves], "comparisons": [str(p) for p in comparisons]})  # fmt: skip
         return
     console = stdout()
     console.print(to_markdown(table), markup=False)

@@ -916,3 +916,10 @@ register(DatasetEntry(name="folder", parameter="PATH", binder=_bind_folder,
                       default_split=(0.7, 0.15, 0.15), download=False, photos=True,
                       reader=lambda entry, options: read_folder(Path(entry.files)),
                       content=lambda entry, options: _folder_content(Path(entry.files))))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------- shapes
+# Generated, not read from files: its generator, reader and entry are in shapes.py.
+from cnnbench.data import shapes  # noqa: E402  (it imports this module's names, all defined by now)
+
+shapes.register()
