@@ -273,14 +273,18 @@ def open_study(options: TuneOptions, space: list[Param]):
                                 load_if_exists=True)  # fmt: skip
     # Seeded, and seeded afresh by how far the study has got: a continued study (or a second worker) must not replay
     # the first process's samples, which would all be rejected as repeats; a new study with a seed is reproducible.
-    seed = options.seed + len(study.trials)
-    if options.sampler == "grid":
-        study.sampler = optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=seed)
-    elif options.sampler == "tpe":
-        study.sampler = optuna.samplers.TPESampler(seed=seed)
-    else:
-        study.sampler = optuna.samplers.RandomSampler(seed=seed)
+    study.sampler = make_sampler(options, space, options.seed + len(study.trials))
     return study
+
+
+def make_sampler(options: TuneOptions, space: list[Param], seed: int):
+    import optuna
+
+    if options.sampler == "grid":
+        return optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=seed)
+    if options.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 @contextlib.contextmanager
@@ -433,6 +437,8 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
             trial.set_user_attr("rejected", reason)
             study.tell(trial, state=TrialState.FAIL)
             rejected_in_a_row += 1
+            if reason.startswith("repeats trial"):  # another worker drew the same sequence: move this one off it
+                study.sampler = make_sampler(options, space, options.seed + len(study.trials) + os.getpid())
             if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
                 raise CheckFailed(f"{rejected_in_a_row} sampled configurations in a row were rejected ({reason}); "
                                   f"widen the space or raise the budget")  # fmt: skip
