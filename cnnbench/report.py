@@ -114,11 +114,30 @@ def _row(run: RunDir, config: dict[str, Any], summary: dict[str, Any], metrics: 
     # Every option of the run's specification under its dotted name (train.lr, model.head.units, data.size), so a
     # table can show whatever a search varied; runs from before specifications have none of these columns.
     row.update({name: value for name, value in _dotted(config.get("spec") or {}) if name not in row})
+    # A pruned run's honest figures (pruning.py writes prune.json after measuring): nonzero parameters, sparsity,
+    # MACs of the nonzero weights, compressed size and latency; its params columns would otherwise read as dense.
+    pruning = config.get("pruning") or {}
+    row.update({"pruning.method": pruning.get("method"), "pruning.amount": pruning.get("amount")})
+    measured = _optional_json(run.path / "prune.json")
+    for key in ("nonzero_params", "sparsity", "macs_nonzero", "checkpoint_gzip_bytes", "latency_ms_b1",
+                "latency_ms_b64", "csr_latency_ms_b1", "csr_latency_ms_b64"):  # fmt: skip
+        row[key] = measured.get(key)
     for split, result in evaluations.items():
         for key in EVAL_KEYS:
             if key in result:
                 row[f"{split}_{key}"] = result[key]
     return row
+
+
+def _optional_json(path: Path) -> dict[str, Any]:
+    """A file some runs have (prune.json); {} when absent or unreadable (a report never fails because of one run)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _dotted(section: dict[str, Any], prefix: str = ""):

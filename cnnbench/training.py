@@ -174,6 +174,10 @@ def _resume(run_dir: RunDir, *, epochs: int | None, device: str | None, progress
         return plan
 
     spec = replace(spec, train=config, data=PrepareOptions.from_dict(saved["data"]))
+    if saved.get("kind") == "prune":  # masks and a polynomial schedule stay in force (pruning.py)
+        from cnnbench.pruning import resume_callbacks
+
+        callbacks = [*callbacks, *resume_callbacks(saved)]
     return train_with_plan(spec, rebuild, run_dir=run_dir, state=state, progress=progress, log=log,
                            callbacks=callbacks)  # fmt: skip
 

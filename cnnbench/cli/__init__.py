@@ -22,6 +22,7 @@ from cnnbench.cli import (
     finetune_cmd,
     models_cmd,
     prepare_cmd,
+    prune_cmd,
     report_cmd,
     study_cmd,
     train_cmd,
@@ -62,6 +63,7 @@ app.command("prepare")(prepare_cmd.prepare)
 app.command("budget")(budget_cmd.budget)
 app.command("train")(train_cmd.train)
 app.command("finetune")(finetune_cmd.finetune)
+app.command("prune")(prune_cmd.prune)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("report")(report_cmd.report)
 app.command("study")(study_cmd.study)
