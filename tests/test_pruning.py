@@ -191,13 +191,19 @@ def test_a_sweep_writes_pruned_runs_that_load_into_the_plain_model_and_an_honest
     assert (folder / "prune_report.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_an_interrupted_polynomial_run_resumes_with_its_masks_exactly(parent, tmp_path):
+def whole_and_interrupted(parent, tmp_path):
+    """The same polynomial pruning run twice: uninterrupted, and stopped by Ctrl-C after its first epoch."""
     options = PruneOptions(method="global", layers="conv,linear", amounts=(0.7,), schedule="polynomial", frequency=4,
                            finetune_epochs=2)  # fmt: skip
     values = {"train.batch_size": 256}
     whole = prune_run(parent.path, options, train_values=values, out=tmp_path / "whole", measure=False).runs[0]
     stopped = prune_run(parent.path, options, train_values=values, out=tmp_path / "cut", callbacks=[StopAfter(1)],
                         measure=False).runs[0]  # fmt: skip
+    return whole, stopped
+
+
+def test_an_interrupted_polynomial_run_resumes_with_its_masks_exactly(parent, tmp_path):
+    whole, stopped = whole_and_interrupted(parent, tmp_path)
     assert stopped.status == "interrupted"
     resumed = resume_pruned(stopped.run.path, measure=False).runs[0]
     assert resumed.status == "completed"
@@ -213,12 +219,7 @@ def test_an_interrupted_polynomial_run_resumes_with_its_masks_exactly(parent, tm
 
 def test_train_resume_of_an_interrupted_pruned_run_keeps_its_masks(parent, cli, tmp_path):
     """`cnnbench train --resume` (what an interrupted run prints) continues a pruned run as `prune --resume` does."""
-    options = PruneOptions(method="global", layers="conv,linear", amounts=(0.7,), schedule="polynomial", frequency=4,
-                           finetune_epochs=2)  # fmt: skip
-    values = {"train.batch_size": 256}
-    whole = prune_run(parent.path, options, train_values=values, out=tmp_path / "whole", measure=False).runs[0]
-    stopped = prune_run(parent.path, options, train_values=values, out=tmp_path / "cut", callbacks=[StopAfter(1)],
-                        measure=False).runs[0]  # fmt: skip
+    whole, stopped = whole_and_interrupted(parent, tmp_path)
     assert cli("train", "--resume", stopped.run.path, "--quiet").code == 0
     a, b = whole.run.load_checkpoint("last")["model"], stopped.run.load_checkpoint("last")["model"]
     assert all(torch.equal(a[key], b[key]) for key in a)

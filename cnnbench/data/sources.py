@@ -177,6 +177,17 @@ def _fetch(name: str, where: Path, fetch: Callable[[], object]) -> None:
         ) from err
 
 
+def _require_files(name: str, where: Path, missing: Callable[[], list[str]], fetch: Callable[[], object], *,
+                   download: bool, fetch_into: Path | None = None) -> None:
+    """The dataset's files, fetched first when some are missing and --download was given; else a one-line error
+    naming what is missing (`missing()` lists absent or empty files)."""
+    if missing() and download:
+        _fetch(name, fetch_into or where, fetch)
+    still_missing = missing()
+    if still_missing:
+        raise _missing(name, where, still_missing)
+
+
 def _missing(name: str, where: Path, needed: list[str]) -> DataMissing:
     return DataMissing(
         f"{name}: files missing or empty under {where} (need {', '.join(needed)}); pass --download, or place the "
@@ -385,11 +396,8 @@ def _cifar_missing(folder: Path, layout: _CifarLayout) -> list[str]:
 
 def _read_cifar(layout: _CifarLayout, root: Path, download: bool, fetch: Callable[[], object]) -> RawDataset:
     folder = Path(root) / layout.folder
-    if _cifar_missing(folder, layout) and download:
-        _fetch(layout.name, Path(root) / layout.folder, fetch)
-    missing = _cifar_missing(folder, layout)
-    if missing:
-        raise _missing(layout.name, folder, missing)
+    _require_files(layout.name, folder, lambda: _cifar_missing(folder, layout), fetch, download=download,
+                   fetch_into=Path(root) / layout.folder)  # fmt: skip
     meta_path = folder / layout.meta
     names = _field(_load_pickle(meta_path), layout.names_key, meta_path)
     classes = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
@@ -478,13 +486,12 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
     test image numbers (1-based, image_00001.jpg is number 1). Listed images absent from jpg/ go to `skipped`.
     """
     base = Path(root) / "flowers-102"
-    if _flowers_files(base) and download:
+    def fetch() -> object:
         from torchvision.datasets import Flowers102
 
-        _fetch("flowers102", base, lambda: Flowers102(str(root), download=True))
-    missing = _flowers_files(base)
-    if missing:
-        raise _missing("flowers102", base, missing)
+        return Flowers102(str(root), download=True)
+
+    _require_files("flowers102", base, lambda: _flowers_files(base), fetch, download=download)
 
     labels = _load_mat(base / "imagelabels.mat", ["labels"])["labels"]
     if labels.size == 0 or labels.min() < 1 or labels.max() > _FLOWERS_CLASSES:
@@ -802,13 +809,12 @@ def read_pets(root: Path, *, download: bool = False) -> RawDataset:
     neither list (the release has a few) go to `skipped` as unlabeled.
     """
     base = Path(root) / "oxford-iiit-pet"
-    if _pets_files(base) and download:
+    def fetch() -> object:
         from torchvision.datasets import OxfordIIITPet
 
-        _fetch("pets", base, lambda: OxfordIIITPet(str(root), download=True))
-    missing = _pets_files(base)
-    if missing:
-        raise _missing("pets", base, missing)
+        return OxfordIIITPet(str(root), download=True)
+
+    _require_files("pets", base, lambda: _pets_files(base), fetch, download=download)
 
     parts, skipped = {}, []
     for part, list_name in _PETS_LISTS.items():

@@ -25,10 +25,7 @@ def resolve(name: str, spec: InputSpec, *, dropout: float | None = None, head: d
     layer; `dropout` is the model's own, or the head's for a backbone; `arch` is the `arch` model's shape
     (spec.ArchChoice as a dict).
     """
-    family = family_of(name)
-    if arch is not None and family.name == "arch":
-        return family.resolve(name, spec, dropout=dropout, head=head, arch=arch)
-    return family.resolve(name, spec, dropout=dropout, head=head)
+    return family_of(name).resolve(name, spec, dropout=dropout, head=head, arch=arch)
 
 
 def build(model_spec: ModelSpec) -> nn.Module:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from torch import nn
 
@@ -58,7 +58,9 @@ def legacy_family(name: str, options: dict[str, Any]) -> str:
     return "fit" if name.startswith("fit:") else "zoo"
 
 
-class ModelFamily(Protocol):
+class ModelFamily:
+    """The interface every family answers (a family subclasses this: one class and one register call)."""
+
     name: str  # what ModelSpec.family records
     summary: str  # one line for `cnnbench models`
 
@@ -66,20 +68,24 @@ class ModelFamily(Protocol):
         """What listings and error messages show: the members' names, or the pattern of a parametrised family."""
         ...
 
-    def owns(self, model_name: str) -> bool: ...
+    def owns(self, model_name: str) -> bool:
+        raise NotImplementedError
 
-    def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None,
-                head: dict[str, Any] | None) -> ModelSpec: ...  # fmt: skip
+    def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None, head: dict[str, Any] | None,
+                arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
+        """A rebuildable spec; `head` is for torchvision backbones, `arch` for the arch model (others ignore it)."""
+        raise NotImplementedError
 
     def build(self, spec: ModelSpec) -> nn.Module:
         """The default architecture with fresh weights; reads only this family's own options."""
-        ...
+        raise NotImplementedError
 
     def seed_input(self, model_name: str) -> InputSpec | None:
         """The input the model is counted at when no dataset is given, or None when it must be sized for one."""
-        ...
+        return None
 
-    def describe(self, spec: ModelSpec) -> str: ...
+    def describe(self, spec: ModelSpec) -> str:
+        raise NotImplementedError
 
 
 def _refuse_head(model_name: str, family: str, head: dict[str, Any] | None) -> None:
@@ -87,7 +93,7 @@ def _refuse_head(model_name: str, family: str, head: dict[str, Any] | None) -> N
         raise UsageError(f"--head applies to torchvision backbones; {model_name} is a {family} model with its own head")
 
 
-class ZooFamily:
+class ZooFamily(ModelFamily):
     name = "zoo"
     summary = "the seed studies' architectures, rebuilt layer for layer (the table above)"
 
@@ -98,7 +104,7 @@ class ZooFamily:
         return model_name in MODELS
 
     def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None,
-                head: dict[str, Any] | None) -> ModelSpec:  # fmt: skip
+                head: dict[str, Any] | None, arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
         _refuse_head(model_name, self.name, head)
         dropout = MODELS.get(model_name).default_dropout if dropout is None else dropout
         options = {} if dropout is None else {"dropout": dropout}  # recorded, so a report's dropout column says it
@@ -114,7 +120,7 @@ class ZooFamily:
         return MODELS.get(spec.name).description
 
 
-class FitFamily:
+class FitFamily(ModelFamily):
     name = "fit"
     summary = "fit:N, the widest VGG-style model (2 convs + BN per stage) with at most N trainable parameters"
 
@@ -125,7 +131,7 @@ class FitFamily:
         return model_name.startswith("fit:")
 
     def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None,
-                head: dict[str, Any] | None) -> ModelSpec:  # fmt: skip
+                head: dict[str, Any] | None, arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
         _refuse_head(model_name, self.name, head)
         budget = parse_fit(model_name)
         assert budget is not None  # owns() saw the fit: prefix, and parse_fit raises on anything malformed after it
@@ -135,14 +141,11 @@ class FitFamily:
     def build(self, spec: ModelSpec) -> nn.Module:
         return fit_net(spec.input, width=spec.options["width"], dropout=spec.options.get("dropout", FIT_DROPOUT))
 
-    def seed_input(self, model_name: str) -> InputSpec | None:
-        return None
-
     def describe(self, spec: ModelSpec) -> str:
         return f"budget-fitted family, width {spec.options['width']}"
 
 
-class TorchvisionFamily:
+class TorchvisionFamily(ModelFamily):
     name = "torchvision"
     summary = "a torchvision backbone (the table below) with a new head; `cnnbench finetune` loads pretrained weights"
 
@@ -153,7 +156,7 @@ class TorchvisionFamily:
         return model_name in BACKBONES or model_name.lower() in ALIASES
 
     def resolve(self, model_name: str, input_spec: InputSpec, *, dropout: float | None,
-                head: dict[str, Any] | None) -> ModelSpec:  # fmt: skip
+                head: dict[str, Any] | None, arch: dict[str, Any] | None = None) -> ModelSpec:  # fmt: skip
         """`head` is `parse_head(...).to_dict()`; without one, S3's single dense layer. `dropout` is the head's."""
         entry, _ = resolve_backbone(model_name)  # a seed alias (resnet50v2) resolves to the backbone it stands for
         if head is None:
@@ -165,14 +168,11 @@ class TorchvisionFamily:
     def build(self, spec: ModelSpec) -> nn.Module:
         return build_transfer(spec.input, backbone=spec.name, head=spec.options["head"])
 
-    def seed_input(self, model_name: str) -> InputSpec | None:
-        return None
-
     def describe(self, spec: ModelSpec) -> str:
         return f"torchvision {spec.name} with a {spec.options['head']['kind']} head"
 
 
-class ArchFamily:
+class ArchFamily(ModelFamily):
     name = "arch"
     summary = "arch, a plain CNN described by --arch-* options (stages, width, growth, kernel ...): what tune searches"
 
@@ -199,9 +199,6 @@ class ArchFamily:
         from cnnbench.models.arch import arch_net
 
         return arch_net(spec.input, arch=spec.options["arch"], dropout=spec.options.get("dropout", 0.0))
-
-    def seed_input(self, model_name: str) -> InputSpec | None:
-        return None
 
     def describe(self, spec: ModelSpec) -> str:
         a = spec.options["arch"]
