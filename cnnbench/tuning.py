@@ -368,7 +368,13 @@ def trial_reporter(trial, report: bool):
     from cnnbench.engine import Callback
 
     class TrialReporter(Callback):
+        last_heartbeat = 0.0
+
         def on_epoch_end(self, trainer, result) -> None:
+            now = time.time()
+            if now - self.last_heartbeat > STALE_AFTER_S / 10:  # a write to the study about once a minute, not per epoch
+                trial.set_user_attr("heartbeat", now)
+                self.last_heartbeat = now
             _report_epoch(trial, report, result)
 
     return TrialReporter()
@@ -377,7 +383,6 @@ def trial_reporter(trial, report: bool):
 def _report_epoch(trial, report: bool, result) -> None:
     from cnnbench.engine import StopRun
 
-    trial.set_user_attr("heartbeat", time.time())
     if not report or math.isnan(result.val_acc):
         return
     trial.report(result.val_acc, result.epoch)
@@ -415,6 +420,9 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     from cnnbench.training import run
 
     validate_options(options)
+    from cnnbench.models.families import family_of
+
+    family_of(base.model_name)  # an unknown model is a usage error before the study exists, not a failed trial
     for name, value in BUILTIN_BASE.get(space_name, {}).items():
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
             base = base.with_values({name: value})
@@ -545,13 +553,16 @@ def _short(value: Any) -> str:
 def trials_frame(study):
     import pandas as pd
 
+    trials = study.get_trials(deepcopy=False)
+    names = sorted({name for t in trials for name in t.params})
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in trials:
         rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
-                     **{k: t.params.get(k) for k in sorted({k for x in study.trials for k in x.params})},
+                     **{name: t.params.get(name) for name in names},
                      "epochs": t.user_attrs.get("epochs"), "params": t.user_attrs.get("params"),
                      "macs": t.user_attrs.get("macs"), "seconds_per_epoch": t.user_attrs.get("seconds_per_epoch"),
                      "duration_s": round(t.duration.total_seconds(), 2) if t.duration else None,
+                     "rejected": "rejected" in t.user_attrs,  # sampled, never trained: over budget or a repeat
                      "note": t.user_attrs.get("rejected") or t.user_attrs.get("failure") or "",
                      "runs": " ".join(t.user_attrs.get("runs", []))})  # fmt: skip
     return pd.DataFrame(rows)
@@ -565,7 +576,7 @@ def write_outputs(study, options: TuneOptions, space: list[Param], log: Log) -> 
 
     frame = trials_frame(study)
     write_text_atomic(options.folder / "trials.csv", frame.to_csv(index=False))
-    shown = frame[~frame["note"].astype(str).str.contains("parameters >|MACs >|repeats trial|too small", regex=True)]
+    shown = frame[~frame["rejected"]].drop(columns=["rejected"])
     lines = [f"Study {options.study}: {len(shown)} trials ({(shown['state'] == 'complete').sum()} complete, "
              f"{(shown['state'] == 'pruned').sum()} pruned by trial pruning, {(shown['state'] == 'fail').sum()} "
              f"failed); score: best validation accuracy (mean over {options.repeats} seed(s)).", "",

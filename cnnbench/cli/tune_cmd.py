@@ -46,11 +46,11 @@ def tune(
     from cnnbench.tuning import tune as run_study
 
     passed = T.passed_values(ctx, "tune")
-    kind = "finetune" if "model__name__backbone" in T.typed_on_command_line(ctx) or "model.weights" in passed else "train"
-    if kind == "finetune" and "model.name" in passed and "model__name__backbone" not in T.typed_on_command_line(ctx):
-        passed.pop("model.name")  # --model is for scratch searches
-    if "model__name__backbone" in T.typed_on_command_line(ctx):
-        passed["model.name"] = ctx.params["model__name__backbone"]
+    # --backbone (or --weights) makes the trials fine-tunes; --model and --backbone both name model.name
+    backbone = ctx.params["model__name__backbone"] if "model__name__backbone" in T.typed_on_command_line(ctx) else None
+    if backbone:
+        passed["model.name"] = backbone
+    kind = "finetune" if backbone or "model.weights" in passed else "train"
     base = resolve(passed, options["config"], base=base_for(kind))
     space_name, params = load_space(space)
     name = study or space_name
