@@ -76,18 +76,28 @@ def synthetic_images(case: Case, n: int):
     return images, torch.randint(0, case.classes, (n,), generator=generator)
 
 
-def timed_windows(run_window, case: Case) -> float:
+def timed_windows(run_window, case: Case, device) -> float:
     """Median images/s over timed calls of `run_window() -> images`, after warm-up calls.
 
     Small models keep speeding up over the first few windows (allocator and oneDNN caches warming), so they get three
-    warm-up windows and five timed ones; the heavy models, whose windows take tens of seconds, one and three."""
-    warmup, windows = (3, 5) if case.size <= 32 else (1, 3)
+    warm-up windows and five timed ones; the heavy models, whose windows take tens of seconds, and every model on a GPU
+    (whose one-GPU lease is short), one and three. On CUDA the clock stops only after the device has finished the
+    window's queued kernels."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    warmup, windows = (3, 5) if case.size <= 32 and device.type == "cpu" else (1, 3)
     for _ in range(warmup):
         run_window()
     rates = []
     for _ in range(windows):
+        sync()
         start = time.perf_counter()
         images = run_window()
+        sync()
         rates.append(images / (time.perf_counter() - start))
     return statistics.median(rates)
 
@@ -114,11 +124,11 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
     apply_threads(fmt)
     precision, channels_last = fmt.precision, fmt.channels_last
     trainer = build_trainer(model, prepared, config, device, precision=precision, channels_last=channels_last)
-    train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case)
+    train = timed_windows(lambda: (trainer.train_epoch(None), n)[1], case, device)
     batches = make_batches(prepared, "train", max(256, case.batch_size), device)
     preprocess = Preprocess([0.5] * case.channels, [0.25] * case.channels, device, augment=trainer.preprocess.augment,
                             channels_last=channels_last)  # fmt: skip
-    infer = timed_windows(lambda: (predict(model, batches, preprocess, precision, device), n)[1], case)
+    infer = timed_windows(lambda: (predict(model, batches, preprocess, precision, device), n)[1], case, device)
     return {"train": train, "infer": infer, "precision": precision, "channels_last": channels_last}
 
 
@@ -168,11 +178,12 @@ def measure_idiomatic(case: Case, device, window_batches: int) -> dict:
                 model(x.to(device)).softmax(1).cpu()
         return n
 
-    return {"train": timed_windows(train_window, case), "infer": timed_windows(infer_window, case), "precision": "fp32",
+    return {"train": timed_windows(train_window, case, device), "infer": timed_windows(infer_window, case, device),
+            "precision": "fp32",
             "channels_last": False}
 
 
-def run_one(case_name: str, loop: str, device_name: str, window_batches: int) -> dict:
+def run_one(case_name: str, loop: str, device_name: str) -> dict:
     """Measure one (case, loop) in this process and return its row."""
     import resource
 
@@ -183,9 +194,11 @@ def run_one(case_name: str, loop: str, device_name: str, window_batches: int) ->
     device = select_device(device_name)
     case = CASES[case_name]
     measure = measure_cnnbench if loop == "cnnbench" else measure_idiomatic
-    result = measure(case, device, window_batches)
+    result = measure(case, device, window_batches_for(case, device.type))
+    processor = platform.processor() or platform.machine()
     if device.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated(device) / 1e6
+        processor = torch.cuda.get_device_name(device)
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KB on Linux
     return {"case": case.name, "loop": loop, "batch_size": case.batch_size,
@@ -194,6 +207,7 @@ def run_one(case_name: str, loop: str, device_name: str, window_batches: int) ->
             "seconds_per_seed_epoch": round(case.seed_train_images / result["train"], 1),
             "peak_memory_mb": round(peak_mb, 1), "precision": result["precision"],
             "channels_last": result["channels_last"], "threads": torch.get_num_threads(), "device": device.type,
+            "processor": processor,
             "data": "synthetic"}  # fmt: skip
 
 
@@ -205,8 +219,11 @@ def measure_in_process(name: str, loop: str, device: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def window_batches_for(case: Case) -> int:
-    """Enough batches for a timed window of a second or more on a small CPU, few for the heavy models."""
+def window_batches_for(case: Case, device: str) -> int:
+    """Enough batches for a timed window of a second or more on a small CPU, few for the heavy models; a GPU runs
+    hundreds of small batches a second, so its windows hold more of them to stay well above the clock's noise."""
+    if device == "cuda":
+        return 40 if case.size <= 32 else 8
     return 24 if case.size <= 32 else 4
 
 
@@ -221,7 +238,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         case = CASES[args.one[0]]
-        print(json.dumps(run_one(case.name, args.one[1], args.device, window_batches_for(case))))
+        print(json.dumps(run_one(case.name, args.one[1], args.device)))
         return
     names = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in names if c not in CASES]
@@ -261,8 +278,8 @@ def write(rows: list[dict], out: Path) -> None:
     write_csv(rows, out / "bench.csv")
     by = {(r["case"], r["loop"]): r for r in rows}
     lines = [
-        f"Synthetic data (random pixels of each seed's shape); {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, {rows[0]['device']}, torch {torch.__version__}; "
+        f"Synthetic data (random pixels of each seed's shape); {rows[0]['processor']}, "
+        f"{torch.get_num_threads()} CPU threads, {rows[0]['device']}, torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d')}.",
         "",
         "| case | batch | input | idiomatic train img/s | cnnbench train img/s | ratio | cnnbench infer img/s "

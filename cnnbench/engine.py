@@ -597,7 +597,7 @@ class Trainer:
 
     def rng_state(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state(), "shuffle": self.shuffle_generator.get_state(),
-               "augment": self.augment_generator.get_state()}  # fmt: skip
+               "augment": self.augment_generator.get_state(), "augment_device": self.device.type}  # fmt: skip
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return rng
@@ -638,7 +638,12 @@ class Trainer:
         rng = rank_rng[self.rank] if len(rank_rng) == self.world else state["rng"]  # this rank's own stream
         torch.set_rng_state(rng["torch"])
         self.shuffle_generator.set_state(rng["shuffle"])
-        self.augment_generator.set_state(rng["augment"])
+        saved_on = rng.get("augment_device") or ("cpu" if rng["augment"].numel() > 16 else "cuda")  # older checkpoints
+        if saved_on == self.device.type:
+            self.augment_generator.set_state(rng["augment"])
+        else:  # a CUDA generator's state (philox seed and offset) does not fit a CPU generator, nor the reverse: a run
+            # resumed on another kind of device draws its augmentation from a seed of its own for the epochs still to run
+            self.augment_generator.manual_seed(self.config.seed + 1 + self.rank + 1000 * self.epoch)
         if "cuda" in rng and self.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], self.device)
 

@@ -63,7 +63,7 @@ class Format(NamedTuple):
 
     precision: str
     channels_last: bool
-    threads: int | None  # CPU threads; None leaves PyTorch's default (GPUs)
+    threads: int | None  # CPU threads; None leaves PyTorch's default
     probe: dict  # the CPU probe's images/s per candidate, {} when nothing was measured
     choice: dict | None = None  # autotune.last_choice(): its cache entry, what it promised, whether it was cached
 
@@ -93,7 +93,7 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
             _formats[key] = Format(chosen, channels_last, threads, probe, choice)
         return _formats[key]
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"
-    return Format(precision, channels_last, config.threads if device.type == "cpu" else None, {})
+    return Format(precision, channels_last, config.threads, {})  # --threads holds on a GPU too (data work runs on the CPU)
 
 
 def apply_threads(fmt: Format) -> None:

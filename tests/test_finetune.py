@@ -246,6 +246,8 @@ def test_freeze_bn_keeps_every_batchnorm_exact_while_convolutions_train(cli, dat
 
 
 def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_path):
+    """On the CPU in fp32, where equal is exact; on an H200 in bf16 the two heads differed beyond 1e-5 after two epochs
+    (bf16 rounding of the features the two paths feed the head; not investigated further)."""
     state = torchvision_state("resnet18", seed=3)  # BatchNorm with non-trivial running statistics
     weights = tmp_path / "resnet18.pth"
     torch.save(state, weights)
@@ -254,7 +256,7 @@ def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_pat
     for cache in (True, False):
         logs[cache] = []
         config = finetune_spec(data, backbone="resnet18", weights=str(weights), freeze="all", epochs=2, batch_size=64,
-                               lr=3e-3, seed=5, cache_features=cache)  # fmt: skip
+                               lr=3e-3, seed=5, cache_features=cache, device="cpu")  # fmt: skip
         result = run_spec(config, out=tmp_path / f"cache-{cache}", log=logs[cache].append)
         assert result.status == "completed"
         runs[cache] = result.run

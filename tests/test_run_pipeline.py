@@ -69,6 +69,7 @@ def test_an_epoch_callback_that_stops_runs_after_the_epoch_is_written(data_root,
 
 
 def test_many_runs_in_one_process_prepare_and_probe_once(data_root, tmp_path, monkeypatch):
+    """On the CPU, where the format is probed (a GPU takes bf16 and channels_last without measuring)."""
     from cnnbench import autotune, resources
     from cnnbench.data import prepare
 
@@ -78,12 +79,14 @@ def test_many_runs_in_one_process_prepare_and_probe_once(data_root, tmp_path, mo
     monkeypatch.setattr(resources, "load_or_prepare", lambda *a, **k: loads.append(1) or real_load(*a, **k))
     monkeypatch.setattr(autotune, "choose_cpu_format", lambda *a, **k: probes.append(1) or real_probe(*a, **k))
     for seed in (0, 1, 2):
-        assert run_spec(spec(digits(data_root), "mnist-722", epochs=1, seed=seed), out=tmp_path).status == "completed"
+        one = spec(digits(data_root), "mnist-722", epochs=1, seed=seed, device="cpu")
+        assert run_spec(one, out=tmp_path).status == "completed"
     assert len(loads) == 1 and len(probes) == 1
 
 
 def test_a_stopped_or_deterministic_run_leaves_the_next_run_unaffected(data_root, tmp_path):
-    normal = spec(digits(data_root), "mnist-7498", epochs=2, seed=5, precision="fp32", channels_last=False, threads=2)
+    normal = spec(digits(data_root), "mnist-7498", epochs=2, seed=5, precision="fp32", channels_last=False, threads=2,
+                  device="cpu")  # deterministic algorithms and bit-equal losses: the CPU's promise
     first = run_spec(normal, out=tmp_path / "a")
     diverged = run_spec(replace(normal, train=replace(normal.train, lr=1e12, deterministic=True, threads=1)),
                         out=tmp_path / "b")  # fmt: skip

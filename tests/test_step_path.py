@@ -72,3 +72,32 @@ def test_fp16_with_gradient_scaling_and_clipping_trains():
     assert math.isfinite(loss) and 0.0 <= accuracy <= 1.0
     assert any(not torch.equal(a, b) for a, b in zip(before, t.model.parameters()))
     assert t.state_dict()["scaler"]["scale"] > 0  # the scaler's state travels with the checkpoint
+
+
+# --- regressions found on a GPU (benchmarks/gpu_check.sh on an H200), checked here on their CPU-runnable part
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu():
+    """A CUDA generator's state is 16 bytes (philox seed and offset); loading it into the CPU's augmentation generator
+    raised. The resumed run now seeds its augmentation afresh and goes on training."""
+    t = trainer(64)
+    t.train_epoch(None)
+    state = t.state_dict()
+    state["rng"]["augment"] = torch.zeros(16, dtype=torch.uint8)  # what torch.Generator("cuda").get_state() returns
+    state["rng"]["augment_device"] = "cuda"
+    resumed = trainer(64)
+    resumed.load_state_dict(state)  # raised "RNG state is wrong size"
+    assert resumed.step == t.step
+    assert math.isfinite(resumed.train_epoch(None)[0])
+    same_device = trainer(64)
+    same_device.load_state_dict(t.state_dict())  # a CPU checkpoint on the CPU keeps its exact augmentation stream
+    assert torch.equal(same_device.augment_generator.get_state(), t.augment_generator.get_state())
+
+
+def test_threads_given_for_a_gpu_run_are_kept():
+    """--threads was dropped on CUDA (the CPU still prepares batches and runs the data work there)."""
+    from cnnbench.resources import choose_format
+
+    config = TrainConfig(precision="bf16", channels_last=True, threads=3)
+    fmt = choose_format(None, None, None, config, torch.device("cuda"), lambda m: None)
+    assert (fmt.precision, fmt.channels_last, fmt.threads) == ("bf16", True, 3)

@@ -45,7 +45,8 @@ def test_run_directory_records_everything_needed_to_rebuild(data_root, tmp_path)
     assert config["schema"] == 2 and config["spec"]["model"]["name"] == "mnist-722"
     assert config["spec"]["train"]["seed"] == 3 and config["spec"]["data"]["size"] == 28
     assert config["train"]["seed"] == 3 and config["params"]["trainable"] == 722
-    assert config["versions"]["torch"] and config["device"]["type"] == "cpu"
+    where = "cuda" if torch.cuda.is_available() else "cpu"  # the device `auto` picks, recorded
+    assert config["versions"]["torch"] and config["device"]["type"] == where
     assert run.name.endswith("-mnist-722-digits-s3")
     rows = list(csv.DictReader(run.metrics_path.open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
