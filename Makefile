@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test bench bench-keras clean
+.PHONY: install run test bench bench-keras clean studies studies-check s1 s2 s3 s4 s5
 
 install: $(STAMP)
 
@@ -17,6 +17,23 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/cnnbench study demo
+
+# The five seed studies, one recipe each (cnnbench/studies/sN.toml). SCALE=smoke (default): offline stand-in data, a
+# few minutes each on a 2-core CPU; SCALE=full: the real data, the seed's epochs, pretrained weights. SEEDS=N repeats
+# every run over N seeds. A second `make sN` runs only what is not done yet. Reports: results/studies/sN/report.md.
+SCALE ?= smoke
+SEEDS ?=
+STUDY_FLAGS = --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS))
+s1 s2 s3 s4 s5: $(STAMP)
+	$(BIN)/cnnbench study $@ $(STUDY_FLAGS)
+
+studies: s1 s2 s3 s4 s5
+
+# Every study's whole chain with one epoch, one search trial and one seed (CI runs this after the tests).
+studies-check: $(STAMP)
+	for s in s1 s2 s3 s4 s5; do \
+		$(BIN)/cnnbench study $$s --epochs 1 --trials 1 --seeds 1 --out results/studies-check/$$s --quiet || exit 1; \
+	done
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -30,4 +47,4 @@ bench-keras: $(STAMP)
 	$(BIN)/python benchmarks/against_keras.py --keras-python $(KERAS_PYTHON)
 
 clean:
-	rm -rf $(VENV) results/studies results/runs results/report.csv results/report.md
+	rm -rf $(VENV) results/studies results/studies-check results/runs results/report.csv results/report.md

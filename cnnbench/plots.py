@@ -223,3 +223,25 @@ def comparison(points: list[dict[str, Any]], path: Path, *, x_label: str, y_labe
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# --- a study's table -------------------------------------------------------------------------------------------------
+
+
+def study_bars(labels: list[str], means: list[float], stds: list[float], originals: list[Any], path: Path, *,
+               y_label: str, title: str) -> Path:  # fmt: skip
+    """Ours as bars with the seeds' spread, the original report's figure (where a number) as a marker per row."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(max(5.0, 0.6 * len(labels) + 2), 3.6))
+    positions = list(range(len(labels)))
+    axes.bar(positions, means, yerr=stds, color="#4c78a8", capsize=3, label="cnnbench (this run)")
+    marked = [(i, o) for i, o in enumerate(originals) if isinstance(o, (int, float)) and not isinstance(o, bool)]
+    if marked:
+        axes.scatter([i for i, _ in marked], [o for _, o in marked], color="#e45756", marker="D", zorder=3,
+                     label="original report")  # fmt: skip
+    axes.set_xticks(positions, [_short(label, 40) for label in labels], rotation=35, ha="right", fontsize=7)
+    axes.set_ylabel(y_label)
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    return _save(figure, path)

@@ -7,7 +7,7 @@ directories and a report, so every number it prints can be traced to a run folde
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,10 @@ class StudyContext:
     epochs: int | None  # override every run's epochs (for a quick look)
     log: Callable[[str], None]
     progress: Callable[[str], Any]  # label -> a context manager implementing the engine's Progress, or None
+    scale: str = "smoke"  # a recipe study's scale (recipes.SCALES)
+    seeds: int | None = None  # seeds per row; None: the recipe's own
+    trials: int | None = None  # search trials; None: the recipe's own
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted names set on every run of a recipe study
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,8 +89,33 @@ def demo(context: StudyContext) -> dict[str, Any]:
     return tabulate(context, runs, columns)
 
 
+def _recipe_study(name: str) -> Study:
+    import tomllib
+
+    from cnnbench.recipes import RECIPES, load_recipe, run_recipe
+
+    title = tomllib.loads((RECIPES / f"{name}.toml").read_text(encoding="utf-8"))["title"]
+
+    def run_study(context: StudyContext) -> dict[str, Any]:
+        recipe = load_recipe(name, context.scale)
+        return run_recipe(recipe, context, seeds=context.seeds, trials=context.trials)
+
+    return Study(name=name, description=f"{title} (recipe cnnbench/studies/{name}.toml)", run=run_study)
+
+
 STUDIES.register("demo", Study(
     name="demo",
     description="S1's two MNIST models and a fit:7500 model on the bundled digits (28x28), ~1 minute on 2 CPU cores",
     run=demo,
 ))  # fmt: skip
+
+
+def _register_recipes() -> None:
+    """Every recipe file in cnnbench/studies/ is a study of its name (s1 ... s5)."""
+    from cnnbench.recipes import recipe_names
+
+    for name in recipe_names():
+        STUDIES.register(name, _recipe_study(name))
+
+
+_register_recipes()

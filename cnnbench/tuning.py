@@ -427,7 +427,8 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
             base = base.with_values({name: value})
     study = open_study(options, space)
-    recover_dead_trials(study, log)
+    with study_lock(options, study):  # another worker between ask() and naming itself on the trial looks dead
+        recover_dead_trials(study, log)
     rejected_in_a_row = 0
     started = time.perf_counter()
     while True:

@@ -16,6 +16,15 @@ def study(
     root: RootOption = Path("data"),
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override every run's epochs (a quick look).",
                                                show_default="each run's own")] = None,
+    scale: Annotated[str, typer.Option("--scale", help="Recipe studies (s1-s5): smoke (offline stand-in data, few "
+                                       "epochs) or full (the real data, the seed's epochs, pretrained weights).")] = "smoke",
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Recipe studies: repeat every run over seeds 0..N-1; "
+                                              "tables show mean ± std and n.", show_default="the recipe's")] = None,
+    trials: Annotated[int | None, typer.Option("--trials", help="Recipe studies: trials per search.",
+                                               show_default="the recipe's")] = None,
+    set_values: Annotated[list[str] | None, typer.Option("--set", help="Recipe studies: NAME=VALUE, a dotted run-spec "
+                                                         "name set on every run (repeatable), e.g. train.device=cuda.",
+                                                         show_default=False)] = None,
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
 ) -> None:
@@ -30,8 +39,13 @@ def study(
             stdout().print("\n".join(f"{r['name']:<10} {r['description']}" for r in rows), markup=False)
         return
     entry = STUDIES.get(name)
-    if epochs is not None and epochs <= 0:
-        raise typer.BadParameter(f"{epochs}: expected a number of epochs greater than zero", param_hint="--epochs")
+    for flag, value in (("--epochs", epochs), ("--seeds", seeds), ("--trials", trials)):
+        if value is not None and value <= 0:
+            raise typer.BadParameter(f"{value}: expected a number greater than zero", param_hint=flag)
+    from cnnbench.recipes import SCALES
+
+    if scale not in SCALES:
+        raise typer.BadParameter(f"{scale!r}: choose from {', '.join(SCALES)}", param_hint="--scale")
 
     def progress(label: str):
         if quiet:
@@ -41,12 +55,37 @@ def study(
         return RichProgress(stderr(), label=label)
 
     context = StudyContext(out=out or Path("results/studies") / name, root=root, epochs=epochs,
-                           log=log_to_stderr(quiet), progress=progress)  # fmt: skip
+                           log=log_to_stderr(quiet), progress=progress, scale=scale, seeds=seeds, trials=trials,
+                           overrides=_assignments(set_values or []))  # fmt: skip
     result = entry.run(context)
     if json_output:
         emit_json({"study": name, **{k: v for k, v in result.items() if k != "table"}})
         return
     console = stdout()
     console.print(result["table"], markup=False)
-    console.print(f"\n{len(result['runs'])} runs in {context.out / 'runs'}; table: {result['files']['markdown']}",
+    console.print(f"\n{len(result['runs'])} runs in {context.out / 'runs'}; report: {result['files']['markdown']}",
                   markup=False)  # fmt: skip
+
+
+def _assignments(items: list[str]) -> dict:
+    """--set NAME=VALUE pairs; VALUE read as a TOML value (1e-3, true, [0.8, 0.1, 0.1], "text") or else as text."""
+    import tomllib
+
+    from cnnbench.errors import UsageError
+    from cnnbench.spec import RunSpec
+
+    values = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{item!r}: expected NAME=VALUE, e.g. train.device=cuda", param_hint="--set")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        values[name.strip()] = value
+    try:
+        RunSpec().with_values(values)  # an unknown name or a bad value: refused before anything runs
+    except UsageError as error:
+        raise typer.BadParameter(str(error), param_hint="--set") from None
+    return values

@@ -1,0 +1,124 @@
+"""The study recipes (cnnbench/studies/s1..s5.toml): they load at both scales, a study's report carries the original
+figures beside ours, a second run runs nothing new, an interrupted run is resumed, and a full-scale study with missing
+data stops before training anything. Every chain runs end to end with one epoch in CI (`make studies-check`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cnnbench.recipes import SCALES, aggregate, load_recipe, recipe_names
+
+# One figure per study from ../shared/STUDIES.md that its recipe must carry beside our result.
+ORIGINALS = {"s1": ("mnist-722", "test_accuracy", 0.96), "s2": ("cifar-simple", "test_accuracy", 0.59),
+             "s3": ("whole network", "test_accuracy", 0.945), "s4": ("catsdogs-deep", "test_accuracy", 0.904),
+             "s5": ("all unfrozen (batch_size=500, epochs=300)", "test_accuracy", 0.7612)}  # fmt: skip
+
+
+def test_the_five_studies_have_recipes_that_load_at_both_scales():
+    assert recipe_names() == ["s1", "s2", "s3", "s4", "s5"]
+    for name in recipe_names():
+        for scale in SCALES:
+            recipe = load_recipe(name, scale)  # every dotted name and value checked against the run spec
+            rows = {v.label: v for step in recipe.steps for v in step.variants()}
+            assert rows and recipe.data_note
+            if scale == "smoke":
+                datasets = {v.values.get("data.dataset") for v in rows.values()}
+                assert datasets <= {"digits", "shapes-small"}, (name, datasets)  # offline stand-ins only
+    for name, (row, column, figure) in ORIGINALS.items():
+        rows = {v.label: v for step in load_recipe(name, "full").steps for v in step.variants()}
+        assert rows[row].original[column] == figure, name
+
+
+def test_a_recipe_with_an_unknown_name_is_refused_before_anything_runs(tmp_path, monkeypatch):
+    from cnnbench import recipes
+    from cnnbench.errors import UsageError
+
+    text = (recipes.RECIPES / "s1.toml").read_text().replace('"train.augment" = "none"', '"train.augmnt" = "none"')
+    (tmp_path / "s1.toml").write_text(text)
+    monkeypatch.setattr(recipes, "RECIPES", tmp_path)
+    with pytest.raises(UsageError, match="train.augmnt"):
+        load_recipe("s1", "smoke")
+
+
+def test_seeds_aggregate_as_mean_std_and_n():
+    mean, std, n = aggregate([0.9, 0.92, 0.94])
+    assert (round(mean, 4), round(std, 4), n) == (0.92, 0.02, 3)
+    assert aggregate([0.5]) == (0.5, 0.0, 1)
+
+
+def test_s1_runs_end_to_end_reports_the_originals_and_runs_nothing_twice(cli, data_root, tmp_path):
+    out = tmp_path / "s1"
+    args = ("study", "s1", "--epochs", "1", "--trials", "1", "--seeds", "2", "--root", data_root, "--out", out,
+            "--quiet", "--json")  # fmt: skip
+    first = cli(*args)
+    assert first.code == 0, first.err
+    result = first.json()
+    # 4 models + 2 searches' best configurations, each over 2 seeds
+    assert (result["ran"], result["kept"], len(result["runs"])) == (12, 0, 12)
+    report = (out / "report.md").read_text()
+    assert "Smoke run on stand-in data" in report and "digits" in report
+    assert "| mnist-722 | 2 | 722 | 722 |" in report  # n = 2 seeds; our parameter count beside the seed's
+    assert "0.96" in report and "±" in report
+    assert "git " in report and "Wall time" in report
+    assert (out / "table_budget.png").stat().st_size > 0
+    table = result["tables"]["budget"]
+    seed_model = next(r for r in table if r["row"] == "mnist-722")
+    assert seed_model["test_accuracy"]["n"] == 2 and seed_model["test_accuracy (original)"] == 0.96
+    csv_lines = (out / "report.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 12  # one line per run
+
+    again = cli(*args).json()
+    assert (again["ran"], again["resumed"], again["kept"]) == (0, 0, 12)
+    assert again["runs"] == result["runs"]
+
+    changed = cli(*args, "--set", "train.lr=0.002").json()  # every run's specification changes: all run again
+    assert (changed["ran"], changed["kept"]) == (12, 0)
+    assert not set(changed["runs"]) & set(result["runs"])
+
+
+
+def test_a_study_stopped_by_ctrl_c_resumes_its_interrupted_run(cli, data_root, tmp_path, monkeypatch):
+    from cnnbench import training
+    from cnnbench.engine import Callback
+
+    class CtrlC(Callback):
+        def on_epoch_end(self, trainer, result):
+            raise KeyboardInterrupt
+
+    real_run, started = training.run, []
+
+    def run_stopping_the_second(spec, **options):
+        started.append(spec.model_name)
+        if len(started) == 2:  # mnist-7498: Ctrl-C at the end of its first epoch
+            options["callbacks"] = [*options.get("callbacks", ()), CtrlC()]
+        return real_run(spec, **options)
+
+    monkeypatch.setattr(training, "run", run_stopping_the_second)
+    args = ("study", "s1", "--epochs", "2", "--trials", "1", "--seeds", "1", "--root", data_root, "--out", tmp_path,
+            "--quiet", "--json")  # fmt: skip
+    assert cli(*args).code == 130
+    monkeypatch.setattr(training, "run", real_run)
+    again = cli(*args).json()
+    assert (again["resumed"], again["kept"], again["ran"]) == (1, 1, 4)
+    stopped = Path(again["runs"][1])
+    assert json.loads((stopped / "summary.json").read_text())["epochs_completed"] == 2
+    assert len(list(stopped.parent.iterdir())) == 1  # resumed in place, not run again beside
+
+
+def test_full_scale_with_missing_data_stops_before_any_run(cli, tmp_path):
+    done = cli("study", "s4", "--scale", "full", "--root", tmp_path / "empty", "--out", tmp_path / "s4")
+    assert done.code == 2
+    error = done.err.strip().splitlines()[-1]  # after the "checking data" line
+    assert error.startswith("cnnbench: error: catsdogs") and str(tmp_path / "empty") in error
+    assert not (tmp_path / "s4" / "runs").exists()
+
+
+@pytest.mark.parametrize("flags, named", [(("--scale", "huge"), "--scale"), (("--set", "train.lr"), "--set"),
+                                          (("--set", "train.bogus=1"), "train.bogus"), (("--seeds", "0"), "--seeds")])
+def test_bad_study_options_are_usage_errors(cli, tmp_path, flags, named):
+    done = cli("study", "s1", *flags, "--out", tmp_path)
+    assert done.code == 2 and named in done.err
+    assert not any(tmp_path.iterdir())
