@@ -211,3 +211,29 @@ def test_workers_on_a_postgresql_study_share_it_and_a_killed_one_is_retried(data
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert [t.state.name for t in trials].count("COMPLETE") == 4
     assert not any(t.state.name == "RUNNING" for t in trials)
+
+
+def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path, monkeypatch):
+    """Another worker holds the lock from ask() until its trial names its host and pid; a recovery outside the lock
+    took such a trial for a dead worker's and failed it under its owner (UpdateFinishedTrialError, seen on PostgreSQL)."""
+    import fcntl
+
+    from cnnbench import tuning
+
+    options = TuneOptions(study="locked", folder=tmp_path / "locked", n_trials=1)
+    held = []
+    real = tuning.recover_dead_trials
+
+    def recover_checking_the_lock(study, log):
+        with open(options.folder / ".ask.lock", "a+") as handle:  # a second open file: flock conflicts if held
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(False)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+            except BlockingIOError:
+                held.append(True)
+        return real(study, log)
+
+    monkeypatch.setattr(tuning, "recover_dead_trials", recover_checking_the_lock)
+    tune(base(data_root, **{"train.epochs": 1}), "locked", parse_space(LR_SPACE, "t"), options, log=lambda m: None)
+    assert held == [True]
