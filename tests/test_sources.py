@@ -418,3 +418,20 @@ def test_image_file_dataset_items(tmp_path):
     assert image.shape == (3, 12, 12) and image.dtype == torch.uint8 and label == 2
     batch, labels = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
     assert batch.shape == (3, 3, 12, 12) and labels.tolist() == [2, 0, 1]
+
+
+def test_a_failed_download_names_the_files_to_place_by_hand(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from cnnbench.data.sources import read_mnist
+    from cnnbench.errors import DataMissing
+
+    def offline(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    with pytest.raises(DataMissing) as caught:
+        read_mnist(tmp_path, download=True)
+    message = str(caught.value)
+    assert "download into" in message and "Name or service not known" in message
+    assert "train-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message

@@ -166,14 +166,16 @@ def _at_root(read: Callable[..., RawDataset]) -> Callable[[DatasetEntry, ReadOpt
     return read_at_root
 
 
-def _fetch(name: str, where: Path, fetch: Callable[[], object]) -> None:
-    """Run a torchvision download, turning its many failure types into one-line DataMissing errors."""
+def _fetch(name: str, where: Path, fetch: Callable[[], object], needed: list[str] | None = None) -> None:
+    """Run a torchvision download, turning its many failure types into one-line DataMissing errors (naming the files
+    to place by hand when the caller knows them)."""
     try:
         fetch()
     except Exception as err:
         reason = " ".join(str(err).split()) or type(err).__name__
+        files = f" ({', '.join(needed)})" if needed else ""
         raise DataMissing(
-            f"{name}: download into {where} failed ({reason}); check the network, or place the files there"
+            f"{name}: download into {where} failed ({reason}); check the network, or place the files{files} there"
         ) from err
 
 
@@ -181,8 +183,9 @@ def _require_files(name: str, where: Path, missing: Callable[[], list[str]], fet
                    download: bool, fetch_into: Path | None = None) -> None:
     """The dataset's files, fetched first when some are missing and --download was given; else a one-line error
     naming what is missing (`missing()` lists absent or empty files)."""
-    if missing() and download:
-        _fetch(name, fetch_into or where, fetch)
+    absent = missing()
+    if absent and download:
+        _fetch(name, fetch_into or where, fetch, absent)
     still_missing = missing()
     if still_missing:
         raise _missing(name, where, still_missing)
@@ -304,7 +307,7 @@ def read_mnist(root: Path, *, download: bool = False) -> RawDataset:
     if files is None and download:
         from torchvision.datasets import MNIST
 
-        _fetch("mnist", raw, lambda: MNIST(str(root), train=True, download=True))
+        _fetch("mnist", raw, lambda: MNIST(str(root), train=True, download=True), _mnist_missing(raw))
         files = _mnist_files(raw)
     if files is None:
         raise _missing("mnist", raw, _mnist_missing(raw))
