@@ -22,7 +22,7 @@ def study(
                                               "tables show mean ± std and n.", show_default="the recipe's")] = None,
     trials: Annotated[int | None, typer.Option("--trials", help="Recipe studies: trials per search.",
                                                show_default="the recipe's")] = None,
-    set_values: Annotated[list[str] | None, typer.Option("--set", help="Recipe studies: NAME=VALUE, a dotted run-spec "
+    set_values: Annotated[list[str] | None, typer.Option("--set", metavar="NAME=VALUE", help="Recipe studies: a dotted run-spec "
                                                          "name set on every run (repeatable), e.g. train.device=cuda.",
                                                          show_default=False)] = None,
     quiet: QuietFlag = False,
