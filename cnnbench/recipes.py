@@ -39,6 +39,7 @@ class Variant:
     step: Step
     label: str
     values: dict[str, Any]  # every dotted value of the row's runs (the seed aside)
+    point: dict[str, Any]  # the sweep's values alone: what the row is labelled by
     original: dict[str, Any]  # column -> the figure the original report gave (a number, or text such as "0.47-0.51")
 
 
@@ -65,7 +66,7 @@ class Step:
             for entry in self.originals:
                 if all(point.get(k, self.values.get(k)) == v for k, v in entry.get("when", {}).items()):
                     original.update({k: v for k, v in entry.items() if k != "when"})
-            rows.append(Variant(self, label, {**self.values, **point}, original))
+            rows.append(Variant(self, label, {**self.values, **point}, point, original))
         return rows
 
 
@@ -134,8 +135,11 @@ def load_recipe(name: str, scale: str) -> Recipe:
                   trials=int(scale_part.get("trials", 10)), tables=tables, steps=steps, path=path)  # fmt: skip
 
 
-def _spec_of(variant: Variant, *, root: Path, refs: dict[str, Path] | None = None) -> RunSpec:
-    values = dict(variant.values)
+def _spec_of(variant: Variant, *, root: Path, refs: dict[str, Path] | None = None,
+             overrides: dict[str, Any] | None = None) -> RunSpec:  # fmt: skip
+    """The row's specification: the recipe's values, then the command line's (--set, --epochs), then the row's sweep
+    point, so that a row is always trained at the values its label names."""
+    values = {**variant.values, **(overrides or {}), **variant.point}
     for name, value in values.items():
         if isinstance(value, str) and value.startswith(RUN_REFERENCE):
             parent = (refs or {}).get(value[len(RUN_REFERENCE):])
@@ -183,12 +187,13 @@ def run_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = Non
                     path = _prune(step, made[(step.prune["parent"], seed)], folder, context, tally)
                 else:
                     refs = {name: path for (name, s), path in made.items() if s == seed}
-                    spec = best_of_search or _spec_of(variant, root=context.root, refs=refs)
-                    spec = spec.with_values({"train.seed": seed, **_epochs(context)})
+                    spec = best_of_search or _spec_of(variant, root=context.root, refs=refs,
+                                                      overrides=_overrides(context))  # fmt: skip
+                    spec = spec.with_values({"train.seed": spec.train.seed + seed})  # seed 42 in a recipe: 42, 43, ...
                     path = _ensure_run(spec, folder, context, tally, label=variant.label)
                 _ensure_evaluated(path, context)
                 if index == 0:
-                    made[(step.name, seed)] = path
+                    made[(step.name, seed)] = path.resolve()
                 rows.append(Row(variant, seed, path))
     from cnnbench.study_report import write_study_report
 
@@ -196,14 +201,19 @@ def run_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = Non
                               seconds=time.perf_counter() - started)  # fmt: skip
 
 
-def _epochs(context: StudyContext) -> dict[str, Any]:
+def _overrides(context: StudyContext) -> dict[str, Any]:
     """What the command line sets on every run: --set NAME=VALUE, and --epochs."""
     return {**context.overrides, **({"train.epochs": context.epochs} if context.epochs is not None else {})}
 
 
 def _slug(variant: Variant, step: Step) -> str:
     point = variant.label[len(step.name):].strip(" ()")
-    return _folder_name(point) if point else "run"
+    name = _folder_name(point) if point else "run"
+    if len(name) >= 40:  # slug() cut it: two points could share the folder
+        import hashlib
+
+        name = f"{name[:31]}-{hashlib.sha256(point.encode()).hexdigest()[:8]}"
+    return name
 
 
 def _folder_name(text: str) -> str:
@@ -221,47 +231,66 @@ def _ensure_run(spec: RunSpec, folder: Path, context: StudyContext, tally: Tally
     for path in sorted(folder.glob("*/config.json"), reverse=True):  # newest first
         run_dir = RunDir(path.parent)
         try:
-            same = _identity(saved_spec(run_dir.config())) == wanted
+            config = run_dir.config()
+            same = config.get("recipe_identity", _identity(saved_spec(config))) == wanted
         except DamagedRun:
             continue
         if not same:
             continue
         status = run_dir.status()
-        if status == "completed":
+        if status in FINAL:
             tally.kept += 1
-            return run_dir.path
+            return _completed_path(run_dir.path, status, tally)
         if status in ("interrupted", "incomplete"):
             context.log(f"{label}: resuming {run_dir.path}")
-            with context.progress(label) as progress:
-                result = resume_run(run_dir.path, progress=progress, log=context.log)
+            try:
+                with context.progress(label) as progress:
+                    result = resume_run(run_dir.path, progress=progress, log=context.log)
+            except UsageError as error:  # no last.pt (stopped in its first epoch), a damaged one, nothing left to do
+                context.log(f"{label}: cannot resume {run_dir.path} ({error}); training it again beside it")
+                break
             tally.resumed += 1
-            return _completed(result)
+            return _completed(result, tally)
     with context.progress(label) as progress:
-        result = run(spec, out=folder, progress=progress, log=context.log)
+        result = run(spec, out=folder, progress=progress, log=context.log, extra={"recipe_identity": wanted})
     tally.ran += 1
-    return _completed(result)
+    return _completed(result, tally)
 
 
-def _identity(spec: RunSpec) -> dict[str, Any]:
-    """What makes two runs the same run: the whole specification but where the data lives (a run records its root
-    resolved) and whether it could be downloaded."""
-    return {k: v for k, v in spec.flat().items() if k not in ("data.root", "data.download")}
+FINAL = ("completed", "diverged")  # a diverged run is a result of its configuration (S2's lr "too large"), kept
 
 
-def _completed(result) -> Path:
+def _identity(spec: RunSpec) -> str:
+    """What makes two runs the same run, as the study asked for it (recorded in config.json, since a run normalises
+    some values as it starts): the whole specification but where the data lives and whether it could be downloaded."""
+    import hashlib
+    import json
+
+    values = {k: v for k, v in spec.flat().items() if k not in ("data.root", "data.download")}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _completed(result, tally: Tally | None = None) -> Path:
     if result.status == "interrupted":
         raise KeyboardInterrupt
-    if result.status != "completed":
+    if result.status not in FINAL:
         raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
                           f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
-    return result.run.path
+    return _completed_path(result.run.path, result.status, tally)
+
+
+def _completed_path(path: Path, status: str, tally: Tally | None) -> Path:
+    if status == "diverged" and tally is not None:
+        tally.notes.append(f"{path.name} diverged (its row shows no test figures); see {path / 'summary.json'}")
+    return path
 
 
 def _ensure_evaluated(path: Path, context: StudyContext) -> None:
     from cnnbench.evaluation import evaluate_run
     from cnnbench.runs import RunDir
 
-    if "test" not in RunDir(path).evaluations():
+    run_dir = RunDir(path)
+    if run_dir.status() == "completed" and "test" not in run_dir.evaluations():
         evaluate_run(path, split="test", root=context.root)
 
 
@@ -273,16 +302,17 @@ def _search(recipe: Recipe, step: Step, variant: Variant, context: StudyContext,
 
     options = step.tune or {}
     space_name, space = load_space(options["space"])
-    base = _spec_of(variant, root=context.root, refs=refs).with_values(_epochs(context))
+    base = _spec_of(variant, root=context.root, refs=refs, overrides=_overrides(context))
     # The search's folder is named by what it searches from: a changed recipe (or --set) starts a new search.
     import hashlib
     import json
 
-    what = json.dumps([_identity(base), options], sort_keys=True, default=str)
+    what = json.dumps([_identity(base), options, trials], sort_keys=True, default=str)
     name = f"{_folder_name(step.name)}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
     tune_options = TuneOptions(study=f"{recipe.name}-{name}", folder=context.out / "tune" / name,
                                n_trials=trials, sampler=options.get("sampler", "random"),
-                               pruner=options.get("pruner", "none"), seed=0, max_params=options.get("max_params"),
+                               pruner=options.get("pruner", "none"), repeats=int(options.get("repeats", 1)), seed=0,
+                               max_params=options.get("max_params"),
                                max_macs=options.get("max_macs"))  # fmt: skip
     summary = tune(base, space_name, space, tune_options, log=context.log, progress=context.progress)
     best = summary.get("best")
@@ -295,20 +325,27 @@ def _search(recipe: Recipe, step: Step, variant: Variant, context: StudyContext,
 
 def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally: Tally) -> Path:
     from cnnbench.pruning import PruneOptions, prune_run
-    from cnnbench.runs import RunDir
+    from cnnbench.runs import DamagedRun, RunDir
 
     options = step.prune or {}
     amount = float(options["amount"])
     epochs = context.epochs if context.epochs is not None else int(options.get("finetune_epochs", 2))
+    asked = {"method": options.get("method", "magnitude"), "layers": options.get("layers", "conv,linear"),
+             "schedule": options.get("schedule", "oneshot"), "amount": amount}  # fmt: skip
     for path in sorted(folder.glob("*/config.json"), reverse=True):
         run_dir = RunDir(path.parent)
-        config = run_dir.config()
+        try:
+            config = run_dir.config()
+        except DamagedRun:
+            continue
+        record = config.get("pruning") or {}
         if (run_dir.status() == "completed" and config.get("parent") == str(parent.resolve())
-                and (config.get("pruning") or {}).get("amount") == amount):  # fmt: skip
+                and {k: record.get(k) for k in asked} == asked
+                and (config.get("spec") or {}).get("train", {}).get("epochs") == epochs):  # fmt: skip
             tally.kept += 1
             return run_dir.path
-    prune_options = PruneOptions(method=options.get("method", "magnitude"), layers=options.get("layers", "conv,linear"),
-                                 amounts=(amount,), schedule=options.get("schedule", "oneshot"),
+    prune_options = PruneOptions(method=asked["method"], layers=asked["layers"], amounts=(amount,),
+                                 schedule=asked["schedule"],
                                  finetune_epochs=epochs, repeats=3, report_dir=folder / "report")  # fmt: skip
     with context.progress(f"{step.name} (prune {amount:g})") as progress:
         outcome = prune_run(parent, prune_options, out=folder, root=context.root, progress=progress,
@@ -326,7 +363,7 @@ def preflight(recipe: Recipe, context: StudyContext) -> None:
     seen_data, seen_weights = set(), set()
     for step in recipe.steps:
         for variant in step.variants():
-            spec = _spec_of(variant, root=context.root)
+            spec = _spec_of(variant, root=context.root, overrides=_overrides(context))
             key = repr(spec.data)
             if key not in seen_data:
                 seen_data.add(key)

@@ -116,6 +116,8 @@ def _format(column: str, mean: float, std: float, n: int) -> str:
     if column in INTEGER_COLUMNS:
         text = f"{mean:,.0f}"
         return text if n < 2 or std == 0 else f"{text} ± {std:,.0f}"
+    if 0 < abs(mean) < 1e-3:  # learning rates: 2e-05, not 0.0000
+        return f"{mean:.3g}" if n < 2 else f"{mean:.3g} ± {std:.2g}"
     digits = 4 if abs(mean) < 10 else 1
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 

@@ -122,3 +122,21 @@ def test_bad_study_options_are_usage_errors(cli, tmp_path, flags, named):
     done = cli("study", "s1", *flags, "--out", tmp_path)
     assert done.code == 2 and named in done.err
     assert not any(tmp_path.iterdir())
+
+
+def test_a_command_line_value_never_overrides_what_a_row_is_labelled_by():
+    from cnnbench.recipes import _spec_of
+
+    lr_rows = next(s for s in load_recipe("s2", "smoke").steps if s.name == "lr").variants()
+    specs = [_spec_of(v, root=Path("data"), overrides={"train.lr": 1e-5, "train.epochs": 1}) for v in lr_rows]
+    assert [s.train.lr for s in specs] == [1e-3, 1e-4, 1e-5]  # the sweep point wins
+    assert {s.train.epochs for s in specs} == {1}  # what the row does not sweep takes the command line's value
+
+
+def test_every_sweep_point_has_its_own_folder():
+    from cnnbench.recipes import _slug
+
+    for name in recipe_names():
+        for step in load_recipe(name, "full").steps:
+            folders = [_slug(v, step) for v in step.variants()]
+            assert len(set(folders)) == len(folders), (name, step.name, folders)
