@@ -271,11 +271,9 @@ def _identity(spec: RunSpec) -> str:
 
 
 def _completed(result, tally: Tally | None = None) -> Path:
-    if result.status == "interrupted":
-        raise KeyboardInterrupt
-    if result.status not in FINAL:
-        raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
-                          f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
+    from cnnbench.study import check_finished
+
+    check_finished(result, accepted=FINAL)
     return _completed_path(result.run.path, result.status, tally)
 
 
@@ -351,14 +349,14 @@ def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally:
         outcome = prune_run(parent, prune_options, out=folder, root=context.root, progress=progress,
                             log=context.log)  # fmt: skip
     tally.ran += 1
-    return _completed(outcome.runs[0])
+    return _completed(outcome.runs[0], tally)
 
 
 def preflight(recipe: Recipe, context: StudyContext) -> None:
     """At full scale, before anything trains: every dataset prepared (fetched where it can be) and every pretrained
     backbone's weights at hand; the first thing missing stops the study with what to put where."""
-    from cnnbench.data.prepare import load_or_prepare
-    from cnnbench.models.transfer import imagenet_state_dict
+    from cnnbench.models.transfer import imagenet_weights_file
+    from cnnbench.resources import prepared
 
     seen_data, seen_weights = set(), set()
     for step in recipe.steps:
@@ -368,11 +366,11 @@ def preflight(recipe: Recipe, context: StudyContext) -> None:
             if key not in seen_data:
                 seen_data.add(key)
                 context.log(f"checking data: {spec.data.dataset} under {spec.data.root}")
-                load_or_prepare(spec.data)
+                prepared(spec.data, log=context.log)  # held for the runs that follow (resources keeps it)
             if spec.kind == "finetune" and spec.model.weights in (None, "imagenet") and spec.model_name:
                 if spec.model_name not in seen_weights:
                     seen_weights.add(spec.model_name)
-                    imagenet_state_dict(spec.model_name)
+                    imagenet_weights_file(spec.model_name)  # fetched if absent; read when a run loads it
 
 
 def aggregate(values: list[float]) -> tuple[float, float, int]:

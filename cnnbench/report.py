@@ -212,17 +212,17 @@ def to_markdown(table: pd.DataFrame) -> str:
     for column in [c for c in table.columns if c.endswith("_mean")]:
         base = column[: -len("_mean")]
         std = table.get(f"{base}_std")
-        shown[base] = [_pm(m, s) for m, s in zip(table[column], std if std is not None else [math.nan] * len(table))]
+        shown[base] = [format_mean_std(m, s) for m, s in zip(table[column], std if std is not None else [math.nan] * len(table))]
         shown = shown.drop(columns=[column, f"{base}_std"], errors="ignore")
     for column in shown.columns:
         if pd.api.types.is_numeric_dtype(shown[column]) and not pd.api.types.is_bool_dtype(shown[column]):
-            shown[column] = shown[column].map(_number)
+            shown[column] = shown[column].map(format_number)
         else:
             shown[column] = shown[column].map(lambda v: "" if v is None or v != v else v)  # None/NaN: empty cell
     return shown.to_markdown(index=False)
 
 
-def _number(value: float) -> str:
+def format_number(value: float) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if float(value).is_integer() and abs(value) >= 1:
@@ -230,10 +230,13 @@ def _number(value: float) -> str:
     return f"{value:.4g}"
 
 
-def _pm(mean: float, std: float) -> str:
+def format_mean_std(mean: float, std: float) -> str:
+    """'mean ± std' as report tables show it; the mean alone when std is NaN (one value)."""
     if isinstance(mean, float) and math.isnan(mean):
         return ""
-    return _number(mean) if isinstance(std, float) and math.isnan(std) else f"{_number(mean)} ± {_number(std)}"
+    if isinstance(std, float) and math.isnan(std):
+        return format_number(mean)
+    return f"{format_number(mean)} ± {format_number(std)}"
 
 
 def write_report(table: pd.DataFrame, out: Path, *, images: list[Path] | None = None) -> dict[str, Path]:

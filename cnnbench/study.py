@@ -42,10 +42,8 @@ STUDIES: Registry[Study] = Registry("study")
 
 
 def train_and_evaluate(context: StudyContext, specs: list[RunSpec], splits: tuple[str, ...] = ("test",)) -> list[Path]:
-    """Run each spec into context.out/runs, evaluate it on `splits`, and return the run directories.
-
-    A run that does not complete stops the study: Ctrl-C (interrupted) as an interruption, anything else (diverged,
-    failed) as a failed check naming the run and why, so a Makefile sees exit 1, not 130."""
+    """Run each spec into context.out/runs, evaluate it on `splits`, and return the run directories; a run that does
+    not complete stops the study (check_finished)."""
     from cnnbench.evaluation import evaluate_run
     from cnnbench.training import run
 
@@ -55,15 +53,21 @@ def train_and_evaluate(context: StudyContext, specs: list[RunSpec], splits: tupl
             spec = spec.with_values({"train.epochs": context.epochs})
         with context.progress(spec.model_name) as progress:
             result = run(spec, out=context.out / "runs", progress=progress, log=context.log)
-        if result.status == "interrupted":
-            raise KeyboardInterrupt
-        if result.status != "completed":
-            raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
-                              f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
+        check_finished(result)
         for split in splits:
             evaluate_run(result.run.path, split=split)
         runs.append(result.run.path)
     return runs
+
+
+def check_finished(result, accepted: tuple[str, ...] = ("completed",)) -> None:
+    """A study goes on only after a run it accepts: Ctrl-C (interrupted) stops it as an interruption, anything else
+    (diverged, failed) as a failed check naming the run and why, so a Makefile sees exit 1, not 130."""
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    if result.status not in accepted:
+        raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
+                          f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
 
 
 def tabulate(context: StudyContext, runs: list[Path], columns: list[str]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ confusion matrix. report.csv holds every run (one line per seed) with the column
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,6 @@ HEADERS = {
     "sparsity": "sparsity", "checkpoint_gzip_bytes": "gzip bytes", "latency_ms_b1": "latency ms (b1)",
     "test_ece": "test ECE",
 }  # fmt: skip
-INTEGER_COLUMNS = {"params", "frozen_params", "keras_params", "macs", "best_epoch", "epochs", "nonzero_params", "checkpoint_gzip_bytes"}
 
 
 def write_study_report(recipe: Recipe, context: StudyContext, rows: list[Row], *, seeds: int, trials: int,
@@ -73,6 +73,7 @@ def _variants_of(rows: list[Row], table: str) -> list[Variant]:
 def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], records: dict[Path, dict[str, Any]],
            out: Path) -> tuple[list[str], list[dict[str, Any]]]:  # fmt: skip
     from cnnbench.recipes import aggregate
+    from cnnbench.report import format_mean_std
 
     columns = table["columns"]
     with_original = [c for c in columns if any(c in v.original for v in variants)]
@@ -94,7 +95,7 @@ def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], reco
             numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if numbers:
                 mean, std, n = aggregate(numbers)
-                cells.append(_format(column, mean, std, n))
+                cells.append(format_mean_std(mean, std if n > 1 and std > 0 else math.nan))
                 record[column] = {"mean": mean, "std": std, "n": n}
             else:
                 text = next((str(v) for v in values if v is not None and v == v), "")
@@ -102,7 +103,7 @@ def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], reco
                 record[column] = text or None
             if column in with_original:
                 figure = variant.original.get(column)
-                cells.append("" if figure is None else _format_original(column, figure))
+                cells.append("" if figure is None else _original(figure))
                 record[f"{column} (original)"] = figure
         lines.append("| " + " | ".join(cells) + " |")
         structured.append(record)
@@ -110,22 +111,11 @@ def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], reco
     return lines, structured
 
 
-def _format(column: str, mean: float, std: float, n: int) -> str:
-    if mean != mean:
-        return ""
-    if column in INTEGER_COLUMNS:
-        text = f"{mean:,.0f}"
-        return text if n < 2 or std == 0 else f"{text} ± {std:,.0f}"
-    if 0 < abs(mean) < 1e-3:  # learning rates: 2e-05, not 0.0000
-        return f"{mean:.3g}" if n < 2 else f"{mean:.3g} ± {std:.2g}"
-    digits = 4 if abs(mean) < 10 else 1
-    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+def _original(figure: Any) -> str:
+    """A number the seed reported, formatted as ours are; its words ("too large", "0.92-0.93") as they are."""
+    from cnnbench.report import format_number
 
-
-def _format_original(column: str, figure: Any) -> str:
-    if isinstance(figure, (int, float)) and not isinstance(figure, bool):
-        return f"{figure:,.0f}" if column in INTEGER_COLUMNS else f"{figure:g}"
-    return str(figure)
+    return format_number(figure) if isinstance(figure, (int, float)) and not isinstance(figure, bool) else str(figure)
 
 
 def _header(recipe: Recipe, context: StudyContext, rows: list[Row], records: dict[Path, dict[str, Any]], seeds: int,

@@ -290,6 +290,16 @@ def imagenet_weights_path(backbone: str) -> Path:
 
 
 def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
+    """The backbone's ImageNet weights, read from imagenet_weights_file."""
+    path = imagenet_weights_file(backbone)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UsageError(f"{path} is not a readable weights file ({type(error).__name__}); delete it and "
+                         f"retry") from None  # fmt: skip
+
+
+def imagenet_weights_file(backbone: str) -> Path:
     """The cached file when present (no network); otherwise torch's download into the cache; else a clear error."""
     path = imagenet_weights_path(backbone)
     if not path.is_file():
@@ -300,11 +310,7 @@ def imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
             reason = " ".join(str(error).split())[:120] or type(error).__name__
             raise UsageError(f"ImageNet weights for {backbone} are not cached and could not be downloaded ({reason}); "
                              f"place {path.name} in {path.parent}") from None  # fmt: skip
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UsageError(f"{path} is not a readable weights file ({type(error).__name__}); delete it and "
-                         f"retry") from None  # fmt: skip
+    return path
 
 
 def load_backbone_weights(model: TransferNet, state: dict[str, torch.Tensor]) -> list[str]:
