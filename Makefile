@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test bench bench-keras clean studies studies-check s1 s2 s3 s4 s5
+.PHONY: install run test test-fast bench bench-keras clean studies studies-check s1 s2 s3 s4 s5
 
 install: $(STAMP)
 
@@ -37,6 +37,10 @@ studies-check: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The edit loop: everything but the tests marked slow (torchrun, whole studies, PostgreSQL), a few minutes less.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py

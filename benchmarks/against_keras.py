@@ -78,7 +78,7 @@ def main() -> None:
 def write(rows: list[dict], out: Path) -> None:
     import torch
 
-    from cnnbench.storage import write_text_atomic
+    from cnnbench.core.storage import write_text_atomic
 
     write_csv(rows, out / "keras.csv")
     lines = [

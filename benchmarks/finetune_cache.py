@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.config import TrainConfig
+from cnnbench.spec.train import TrainConfig
 from cnnbench.data.prepare import Prepared, SplitData
 from cnnbench.engine import EpochCallback, build_trainer, select_device
-from cnnbench.finetune import add_feature_cache
+from cnnbench.runs.finetune import add_feature_cache
 from cnnbench.models import ModelSpec, build
 from cnnbench.models.zoo import InputSpec
-from cnnbench.storage import write_text_atomic
-from cnnbench.training import ModelPlan
+from cnnbench.core.storage import write_text_atomic
+from cnnbench.runs.pipeline import ModelPlan
 
 
 def synthetic(images: int, size: int, classes: int = 10) -> Prepared:

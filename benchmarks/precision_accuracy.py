@@ -14,12 +14,12 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cnnbench.config import TrainConfig
+from cnnbench.spec.train import TrainConfig
 from cnnbench.data.prepare import PrepareOptions
-from cnnbench.evaluation import evaluate_run
-from cnnbench.storage import write_text_atomic
-from cnnbench.spec import ModelChoice, RunSpec
-from cnnbench.training import run as run_spec
+from cnnbench.evaluate.evaluation import evaluate_run
+from cnnbench.core.storage import write_text_atomic
+from cnnbench.spec.run import ModelChoice, RunSpec
+from cnnbench.runs.kinds import run as run_spec
 
 MODELS = ("mnist-722", "mnist-7498", "fit:7500")
 

@@ -23,14 +23,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnbench.config import TrainConfig
+from cnnbench.spec.train import TrainConfig
 from cnnbench.data.augment import AugmentSpec
 from cnnbench.data.prepare import PrepareOptions, load_or_prepare
 from cnnbench.engine import Preprocess, build_trainer, make_batches, predict, select_device
 from cnnbench.models import build_model
-from cnnbench.storage import write_text_atomic
-from cnnbench.resources import apply_threads, choose_format
-from cnnbench.training import seed_everything
+from cnnbench.core.storage import write_text_atomic
+from cnnbench.runs.resources import apply_threads, choose_format
+from cnnbench.runs.pipeline import seed_everything
 
 
 def test_accuracy(model, prepared, device, precision="fp32", channels_last=False) -> float:

@@ -104,11 +104,11 @@ def timed_windows(run_window, case: Case, device) -> float:
 
 def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
 
-    from cnnbench.config import TrainConfig
+    from cnnbench.spec.train import TrainConfig
     from cnnbench.data.prepare import Prepared, SplitData
     from cnnbench.engine import Preprocess, build_trainer, make_batches, predict
     from cnnbench.models import ModelSpec
-    from cnnbench.resources import apply_threads, choose_format
+    from cnnbench.runs.resources import apply_threads, choose_format
 
     model, spec = build(case)
     n = case.batch_size * window_batches
@@ -261,7 +261,7 @@ def main() -> None:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """One row per measurement, written atomically (against_keras.py writes its own rows the same way)."""
-    from cnnbench.storage import write_text_atomic
+    from cnnbench.core.storage import write_text_atomic
 
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
@@ -273,7 +273,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def write(rows: list[dict], out: Path) -> None:
     import torch
 
-    from cnnbench.storage import write_text_atomic
+    from cnnbench.core.storage import write_text_atomic
 
     write_csv(rows, out / "bench.csv")
     by = {(r["case"], r["loop"]): r for r in rows}

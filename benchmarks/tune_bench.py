@@ -26,11 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cnnbench.evaluation import evaluate_run  # noqa: E402
-from cnnbench.spec import resolve  # noqa: E402
-from cnnbench.storage import write_text_atomic  # noqa: E402
-from cnnbench.training import run  # noqa: E402
-from cnnbench.tuning import TuneOptions, load_space, parse_space, tune  # noqa: E402
+from cnnbench.evaluate.evaluation import evaluate_run  # noqa: E402
+from cnnbench.spec.run import resolve  # noqa: E402
+from cnnbench.core.storage import write_text_atomic  # noqa: E402
+from cnnbench.runs.kinds import run  # noqa: E402
+from cnnbench.search import TuneOptions, load_space, parse_space, tune  # noqa: E402
 
 SEEDS_MODELS = {722: "mnist-722", 7500: "mnist-7498"}
 

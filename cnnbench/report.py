@@ -23,9 +23,10 @@ from typing import Any
 
 import pandas as pd
 
-from cnnbench.errors import UsageError
-from cnnbench.runs import IN_EVERY_CONFIG, DamagedRun, RunDir, find_runs, unwritable_as_usage_error
-from cnnbench.storage import write_text_atomic
+from cnnbench.core.errors import UsageError
+from cnnbench.core.storage import write_text_atomic
+from cnnbench.runs.record import RunConfig, RunSummary
+from cnnbench.runs.rundir import IN_EVERY_CONFIG, DamagedRun, RunDir, find_runs, unwritable_as_usage_error
 
 # The seeds' tables: epochs, batch size, model, dropout, lr, loss, accuracy, val loss, val accuracy, test accuracy,
 # params, seconds per epoch, size MB.
@@ -39,7 +40,7 @@ EVAL_KEYS = ("accuracy", "loss", "top5_accuracy", "precision_macro", "recall_mac
 def run_row(run: RunDir) -> dict[str, Any]:
     """One run's row; a damaged file makes it a "damaged" row with the reason, holding whatever else could be read."""
     try:
-        config = run.config(require=IN_EVERY_CONFIG)
+        config = run.read_config(require=IN_EVERY_CONFIG)
     except DamagedRun as damage:
         return {"run": run.name, "status": "damaged", "reason": str(damage), "path": str(run.path)}
     damages: list[DamagedRun] = []
@@ -51,7 +52,8 @@ def run_row(run: RunDir) -> dict[str, Any]:
             damages.append(damage)
             return default
 
-    summary, metrics, evaluations = read(run.summary, None) or {}, read(run.metrics, []), read(run.evaluations, {})
+    summary = read(run.read_summary, None) or RunSummary(status="incomplete")
+    metrics, evaluations = read(run.metrics, []), read(run.evaluations, {})
     try:
         row = _row(run, config, summary, metrics, evaluations)
     except (AttributeError, KeyError, TypeError, ValueError) as error:
@@ -65,24 +67,23 @@ def run_row(run: RunDir) -> dict[str, Any]:
     return row
 
 
-def _row(run: RunDir, config: dict[str, Any], summary: dict[str, Any], metrics: list[dict[str, float]],
+def _row(run: RunDir, config: RunConfig, summary: RunSummary, metrics: list[dict[str, float]],
          evaluations: dict[str, dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    train = config.get("train", {})
-    model = config.get("model", {})
-    params = summary.get("params") or config.get("params", {})
-    best = summary.get("best", {})
-    finetune = config.get("finetune") or {}
+    train, model = config.train, config.model
+    params = summary.params or config.params
+    best = summary.best
+    finetune = config.finetune or {}
     head = finetune.get("head") or {}
     row: dict[str, Any] = {
         "run": run.name,
-        "status": summary.get("status", "incomplete"),
-        "reason": summary.get("reason") or summary.get("error"),  # why a run stopped: diverged, pruned, failed
-        "kind": config.get("kind", "train"),
+        "status": summary.status,
+        "reason": summary.reason or summary.error,  # why a run stopped: diverged, pruned, failed
+        "kind": config.kind,
         "model": model.get("name", train.get("model")),
-        "dataset": config.get("data", {}).get("dataset"),
+        "dataset": config.data.get("dataset"),
         "seed": train.get("seed"),
-        "epochs": summary.get("epochs_completed", len(metrics)),
-        "best_epoch": summary.get("best_epoch"),
+        "epochs": summary.epochs_completed if summary.epochs_completed is not None else len(metrics),
+        "best_epoch": summary.best_epoch,
         "batch_size": train.get("batch_size"),
         "optimizer": train.get("optimizer"),
         "lr": train.get("lr"),
@@ -94,7 +95,7 @@ def _row(run: RunDir, config: dict[str, Any], summary: dict[str, Any], metrics: 
         "pool": head.get("pool"),
         "activation": head.get("activation"),
         "freeze": finetune.get("freeze"),
-        "parent": config.get("parent"),
+        "parent": config.parent,
         "augment": train.get("augment"),
         "loss": best.get("train_loss"),
         "accuracy": best.get("train_acc"),
@@ -105,18 +106,18 @@ def _row(run: RunDir, config: dict[str, Any], summary: dict[str, Any], metrics: 
         "keras_params": params.get("keras_total"),
         "macs": params.get("macs"),
         "size_mb": params.get("size_mb"),
-        "seconds_per_epoch": summary.get("seconds_per_epoch_median"),
-        "images_per_s": summary.get("images_per_s_median"),
-        "device": config.get("device", {}).get("type"),
-        "synthetic_data": config.get("prepared", {}).get("synthetic", False),
+        "seconds_per_epoch": summary.seconds_per_epoch_median,
+        "images_per_s": summary.images_per_s_median,
+        "device": config.device.get("type"),
+        "synthetic_data": config.prepared.get("synthetic", False),
         "path": str(run.path),
     }
     # Every option of the run's specification under its dotted name (train.lr, model.head.units, data.size), so a
     # table can show whatever a search varied; runs from before specifications have none of these columns.
-    row.update({name: value for name, value in _dotted(config.get("spec") or {}) if name not in row})
+    row.update({name: value for name, value in _dotted(config.spec or {}) if name not in row})
     # A pruned run's honest figures (pruning.py writes prune.json after measuring): nonzero parameters, sparsity,
     # MACs of the nonzero weights, compressed size and latency; its params columns would otherwise read as dense.
-    pruning = config.get("pruning") or {}
+    pruning = config.pruning or {}
     row.update({"pruning.method": pruning.get("method"), "pruning.amount": pruning.get("amount")})
     measured = _optional_json(run.path / "prune.json")
     for key in ("nonzero_params", "sparsity", "macs_nonzero", "checkpoint_gzip_bytes", "latency_ms_b1",
@@ -277,7 +278,7 @@ _TIMESTAMP = re.compile(r"^\d{8}-\d{6}-")  # the start time heading every run fo
 
 def plot_curves(runs: list[RunDir], out: Path) -> list[Path]:
     """Loss and accuracy curves per run (train and validation), one PNG each under `out`."""
-    from cnnbench.plots import curves
+    from cnnbench.core.plots import curves
 
     written = []
     for run in runs:
@@ -335,7 +336,7 @@ def pareto_front(costs: list[float], scores: list[float]) -> list[bool]:
 def plot_comparisons(frame: pd.DataFrame, out: Path, *, group_by: list[str] | None = None
                      ) -> tuple[list[Path], list[str]]:  # fmt: skip
     """accuracy_vs_params.png and accuracy_vs_seconds.png under `out`; returns them and a note for each not drawn."""
-    from cnnbench.plots import comparison
+    from cnnbench.core.plots import comparison
 
     accuracy = accuracy_column(frame)
     if accuracy is None:

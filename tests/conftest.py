@@ -40,7 +40,7 @@ def cli(capsys):
 def quick_format_probe(tmp_path_factory):
     """The CPU format probe (autotune) with its own cache and short timings, so tests neither share the user's cache
     nor spend seconds probing every model they train."""
-    from cnnbench import autotune
+    from cnnbench.engine import autotune
 
     saved = os.environ.get("CNNBENCH_CACHE"), autotune.PROBE_SECONDS
     os.environ["CNNBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))

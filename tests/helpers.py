@@ -30,7 +30,7 @@ def spec(data: PrepareOptions, model: str | None = None, *, kind: str = "train",
     """A RunSpec from a data section, a model name and training options (what the CLI builds from flags)."""
     from dataclasses import replace
 
-    from cnnbench.spec import ModelChoice, RunSpec, base_for, validate
+    from cnnbench.spec.run import ModelChoice, RunSpec, base_for, validate
 
     base = base_for(kind)
     return validate(RunSpec(kind=kind, data=data, model=ModelChoice(name=model, **(model_options or {})),
@@ -41,7 +41,7 @@ def finetune_spec(data: PrepareOptions, *, backbone: str | None = None, weights:
                   head: str | None = None, freeze: str | None = None, **options):
     """A finetune RunSpec: model options by their flag names (units, pool, activation, dropout, init, freeze_bn),
     the rest training options."""
-    from cnnbench.spec import HeadChoice
+    from cnnbench.spec.run import HeadChoice
 
     head_options = {k: options.pop(k) for k in ("units", "pool", "activation") if k in options}
     model_options = {k: options.pop(k) for k in ("dropout", "init", "freeze_bn") if k in options}

@@ -11,7 +11,7 @@ from cnnbench.models import build, resolve
 from cnnbench.models.accounting import count_macs, count_parameters
 from cnnbench.models.arch import plan
 from cnnbench.models.zoo import MNIST, InputSpec
-from cnnbench.spec import ArchChoice
+from cnnbench.spec.run import ArchChoice
 
 MNIST_722 = asdict(ArchChoice(stages=3, width=2, downsample="stride", batchnorm=False, dense=0))
 MNIST_7498 = asdict(ArchChoice(stages=3, width=8, downsample="pool", batchnorm=True, dense=32))
@@ -42,7 +42,7 @@ def test_the_closed_form_counts_equal_the_built_model(arch, shape):
 
 
 def test_an_input_too_small_for_the_stages_is_refused_with_what_to_change():
-    from cnnbench.errors import UsageError
+    from cnnbench.core.errors import UsageError
 
     with pytest.raises(UsageError, match="fewer stages"):
         plan(InputSpec(channels=1, height=8, width=8, num_classes=10), asdict(ArchChoice(stages=4)))

@@ -11,7 +11,7 @@ import torch
 
 from cnnbench.data.augment import PRESETS, AugmentSpec, augment_batch, parse_augment
 from cnnbench.engine import Preprocess
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 
 
 def batch(n: int = 8, c: int = 3, h: int = 12, w: int = 10, *, seed: int = 0, dtype=torch.float32) -> torch.Tensor:

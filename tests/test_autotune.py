@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench import autotune
+from cnnbench.engine import autotune
 
 MODEL = nn.Linear(3, 2)
 SHAPE = (3, 1, 1)
@@ -265,7 +265,7 @@ def test_an_augmented_run_is_held_to_the_lower_floor(probe):
 
 
 def test_promise_watch_flags_a_real_run_through_the_engine(probe, data_root, tmp_path):
-    from cnnbench.training import run as run_spec
+    from cnnbench.runs.kinds import run as run_spec
     from tests.helpers import digits, spec
 
     probe.rates = lambda precision, channels_last, threads, n: 1e9  # a promise no run keeps
@@ -310,7 +310,7 @@ def test_models_probe_refuses_what_it_cannot_key(cli):
 
 
 def test_train_and_models_probe_key_a_configuration_alike(cli, probe, data_root, tmp_path):
-    from cnnbench import resources
+    from cnnbench.runs import resources
     from cnnbench.engine import DEFAULT_THREADS
     from tests.helpers import DIGITS28
 

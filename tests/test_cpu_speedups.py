@@ -104,7 +104,7 @@ def test_freed_activations_are_reused_without_page_faults():
 
 
 def test_probe_picks_format_then_fewer_threads_while_faster_and_caches_it(monkeypatch):
-    from cnnbench import autotune
+    from cnnbench.engine import autotune
 
     rates = {("fp32", False): 100, ("fp32", True): 120, ("bf16", False): 90, ("bf16", True): 150}
     by_threads = {4: 1.0, 2: 1.3, 1: 1.1}  # this model is fastest on 2 of 4 threads
@@ -156,7 +156,7 @@ def test_dropout_near_zero_or_one_falls_back_to_pytorch():
 
 def test_a_run_without_a_thread_choice_gets_the_default_back():
     from cnnbench.engine import DEFAULT_THREADS
-    from cnnbench.resources import Format, apply_threads
+    from cnnbench.runs.resources import Format, apply_threads
 
     try:
         apply_threads(Format("fp32", False, 1, {}))

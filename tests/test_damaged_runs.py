@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cnnbench import storage
+from cnnbench.core import storage
 from cnnbench.data.prepare import load_or_prepare
-from cnnbench.errors import UsageError
-from cnnbench.evaluation import evaluate_run
-from cnnbench.runs import DamagedRun, RunDir
-from cnnbench.training import run as run_spec
+from cnnbench.core.errors import UsageError
+from cnnbench.evaluate.evaluation import evaluate_run
+from cnnbench.runs.rundir import DamagedRun, RunDir
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import DIGITS28, StopAfter, digits, spec
 
 

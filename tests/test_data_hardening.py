@@ -19,7 +19,7 @@ from PIL import Image
 
 from cnnbench.data.images import ImageFileDataset, decode_image, decode_many, to_8bit, verify_many
 from cnnbench.data.prepare import SPLITS, DamagedCache, PrepareOptions, load_or_prepare, prepare, prepared_dir
-from cnnbench.errors import DataMissing, UsageError
+from cnnbench.core.errors import DataMissing, UsageError
 from tests.fixtures_formats import (
     truncated_jpeg_bytes,
     write_catsdogs,
@@ -295,7 +295,7 @@ def test_skipped_files_are_counted_by_reason(cli, tmp_path):
 
 
 def test_stale_staging_folders_are_removed_and_live_ones_kept(tmp_path):
-    from cnnbench.data.prepare import _host
+    from cnnbench.data.staging import host as _host
 
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
@@ -452,12 +452,12 @@ def test_a_read_only_root_is_refused(cli, tmp_path, monkeypatch):
                                              (errno.EROFS, "pass --root a folder you can write to"),
                                              (errno.EDQUOT, "free space within your quota")])  # fmt: skip
 def test_the_cache_write_failing_is_one_line_and_leaves_nothing(cli, tmp_path, monkeypatch, code, words):
-    import cnnbench.data.prepare as prepare_module
+    import cnnbench.data.staging as staging
 
     def fail(path, write):
         raise OSError(code, os.strerror(code), str(path))
 
-    monkeypatch.setattr(prepare_module, "write_atomic", fail)
+    monkeypatch.setattr(staging, "write_atomic", fail)
     line = _one_line_error(cli("prepare", "digits", "--root", tmp_path, "-q"))
     assert f"cannot write {tmp_path / 'prepared'}: {os.strerror(code)}" in line
     assert words in line

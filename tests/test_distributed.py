@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ARGS = ["--model", "mnist-722", "--dataset", "digits", "--size", "28", "--epochs", "2", "--batch-size", "64",
         "--lr", "3e-3", "--precision", "fp32", "--no-channels-last", "--device", "cpu", "--json", "--quiet"]  # fmt: skip
 
 
+@pytest.mark.slow  # torchrun starts two processes, each importing torch
 def test_two_gloo_processes_match_one_process(cli, data_root, tmp_path):
     single = cli("train", *ARGS, "--root", data_root, "--out", tmp_path / "single")
     assert single.code == 0, single.err
@@ -56,6 +58,7 @@ def torchrun(command_name: str, *args: str | Path) -> dict:
     return json.loads(printed[0])
 
 
+@pytest.mark.slow  # torchrun starts two processes, each importing torch
 def test_a_resumed_two_process_run_continues_each_ranks_random_stream(data_root, tmp_path):
     # mnist-7498 has dropout and the flip/translate augmentation draws per image: both come from per-rank generators.
     # Resumed, each rank must go on with its own stream, not rank 0's, to match the run that never stopped.
@@ -73,6 +76,7 @@ def test_a_resumed_two_process_run_continues_each_ranks_random_stream(data_root,
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+@pytest.mark.slow  # torchrun starts two processes, each importing torch
 def test_frozen_backbone_features_are_shared_out_like_images(cli, data_root, tmp_path):
     # With a frozen backbone the head trains on cached features; each rank must take its share of every global batch
     # (not all of it) for the averaged gradient to be the single-process one. Plain SGD shows any scale error.

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnbench.training import resume_run
-from cnnbench.training import run as run_spec
+from cnnbench.runs.kinds import resume_run
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import DIGITS28, StopAfter, digits, finetune_spec, spec
 
 

@@ -1,4 +1,4 @@
-"""Unit tests for the pieces of cnnbench.engine and cnnbench.config that a training run is built from.
+"""Unit tests for the pieces of cnnbench.engine and cnnbench.spec.train that a training run is built from.
 
 Learning-rate schedules, losses, regularised-layer selection, initialisation, early stopping, batching, configuration
 precedence and device selection, each checked on small hand-made inputs without training a model.
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnbench.config import TrainConfig, validate_config
-from cnnbench.spec import RunSpec, resolve
+from cnnbench.spec.train import TrainConfig, validate_config
+from cnnbench.spec.run import RunSpec, resolve
 from cnnbench.data.prepare import SplitData
 from cnnbench.engine import (
     OPTIMIZERS,
@@ -30,7 +30,7 @@ from cnnbench.engine import (
     resolve_precision,
     select_device,
 )
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models import build_model
 from cnnbench.models.zoo import InputSpec
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnbench.calibration import (brier_score, calibration_figures, expected_calibration_error, fit_temperature,
+from cnnbench.evaluate.calibration import (brier_score, calibration_figures, expected_calibration_error, fit_temperature,
                                   maximum_calibration_error, negative_log_likelihood, softmax)  # fmt: skip
-from cnnbench.metrics import least_confident, most_confused_pairs, top_losses
+from cnnbench.evaluate.metrics import least_confident, most_confused_pairs, top_losses
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -191,7 +191,7 @@ def test_most_confused_pairs_count_the_off_diagonal_cells():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_root) -> Path:
-    from cnnbench.training import run as run_spec
+    from cnnbench.runs.kinds import run as run_spec
     from tests.helpers import digits, spec
 
     return run_spec(spec(digits(data_root), "mnist-722", epochs=3, lr=3e-3),
@@ -238,16 +238,16 @@ def test_evaluate_writes_every_picture_table_and_calibration_figure(cli, run_cop
 def test_a_split_with_nothing_misclassified_says_so_instead_of_drawing_an_empty_gallery(cli, run_copy, monkeypatch):
     assert cli("evaluate", run_copy, "--split", "test").code == 0
     assert (run_copy / "eval" / "test_misclassified.png").is_file()
-    import cnnbench.engine
+    import cnnbench.evaluate.evaluation as evaluation
 
-    real_predict = cnnbench.engine.predict
+    real_predict = evaluation.predict
 
     def always_right(*args, **kwargs):
         """The real predictions, labelled with what the model predicts: a model right about every image."""
         probs, labels, seconds = real_predict(*args, **kwargs)
         return probs, probs.argmax(1), seconds
 
-    monkeypatch.setattr(cnnbench.engine, "predict", always_right)
+    monkeypatch.setattr(evaluation, "predict", always_right)
     result = cli("evaluate", run_copy, "--split", "test")
     assert result.code == 0, result.err
     assert "misclassified: none, so no gallery was drawn" in result.out
@@ -258,10 +258,10 @@ def test_a_split_with_nothing_misclassified_says_so_instead_of_drawing_an_empty_
 
 
 def test_over_many_classes_the_most_confused_pairs_replace_the_matrix_picture(cli, run_copy, monkeypatch):
-    import cnnbench.evaluation
+    import cnnbench.evaluate.evaluation
 
     assert cli("evaluate", run_copy, "--split", "test").code == 0
-    monkeypatch.setattr(cnnbench.evaluation, "CONFUSION_PICTURE_MAX_CLASSES", 5)  # digits' 10 classes count as many
+    monkeypatch.setattr(cnnbench.evaluate.evaluation, "CONFUSION_PICTURE_MAX_CLASSES", 5)  # digits' 10 classes count as many
     assert cli("evaluate", run_copy, "--split", "test").code == 0
     folder = run_copy / "eval"
     assert not (folder / "test_confusion.png").exists(), "the earlier evaluation's matrix picture is removed"
@@ -272,7 +272,7 @@ def test_over_many_classes_the_most_confused_pairs_replace_the_matrix_picture(cl
 
 
 def test_without_a_validation_split_temperature_scaling_is_skipped_with_a_note(cli, data_root, tmp_path):
-    from cnnbench.training import run as run_spec
+    from cnnbench.runs.kinds import run as run_spec
     from tests.helpers import digits, spec
 
     run = run_spec(spec(digits(data_root, split=(0.8, 0.0, 0.2)), "mnist-722", epochs=1), out=tmp_path).run
@@ -286,7 +286,7 @@ def test_without_a_validation_split_temperature_scaling_is_skipped_with_a_note(c
 
 
 def test_run_curves_draws_a_runs_curves_and_nothing_for_a_run_without_epochs(trained, tmp_path):
-    from cnnbench.plots import run_curves
+    from cnnbench.runs.pipeline import run_curves
 
     copy = Path(shutil.copytree(trained, tmp_path / "run"))
     (copy / "curves.png").unlink(missing_ok=True)

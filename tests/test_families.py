@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models import FAMILIES, MODELS, InputSpec, ModelSpec, build, build_model, resolve
 from cnnbench.models.families import family_of
 from cnnbench.models.transfer import TransferNet, parse_head

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.runs import RunDir
+from cnnbench.runs.rundir import RunDir
 from tests.helpers import DIGITS28
 
 CLI = [sys.executable, "-c", "from cnnbench.cli import run; run()"]
@@ -91,7 +91,7 @@ def test_every_failure_with_json_prints_one_json_object(cli, args):
 
 
 def test_an_unexpected_error_is_one_line_unless_debug(cli, monkeypatch):
-    from cnnbench import budget
+    from cnnbench.models import budget
 
     def broken(*args, **kwargs):
         raise RuntimeError("something no one expected")
@@ -137,7 +137,7 @@ def test_a_read_only_destination_is_one_line(cli, data_root, small_tmpfs):
 
 
 def test_resume_of_a_run_with_a_damaged_summary_is_one_line_and_touches_nothing(cli, data_root, tmp_path):
-    from cnnbench.training import run as run_spec
+    from cnnbench.runs.kinds import run as run_spec
     from tests.helpers import digits, spec
 
     run = run_spec(spec(digits(data_root), "mnist-722", epochs=2), out=tmp_path).run

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from cnnbench.data.prepare import PrepareOptions
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models import InputSpec, ModelSpec, build
 from cnnbench.models.transfer import apply_freeze, build_transfer, imagenet_weights_path, parse_head, resolve_backbone
-from cnnbench.runs import RunDir
-from cnnbench.training import run as run_spec
+from cnnbench.runs.rundir import RunDir
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import finetune_spec, spec
 
 DIGITS32 = ["--dataset", "digits", "--size", "32"]
@@ -282,7 +282,7 @@ def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_pat
 
 def initial_state(run: RunDir) -> dict[str, torch.Tensor]:
     """The model as built under the run's seed, before training (its head is what training started from)."""
-    from cnnbench.training import seed_everything
+    from cnnbench.runs.pipeline import seed_everything
 
     seed_everything(run.config()["train"]["seed"], False)
     return build(ModelSpec.from_dict(run.config()["model"])).state_dict()

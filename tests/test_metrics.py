@@ -1,4 +1,4 @@
-"""Tests for cnnbench.metrics on small cases whose expected values are worked out by hand in the comments."""
+"""Tests for cnnbench.evaluate.metrics on small cases whose expected values are worked out by hand in the comments."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from cnnbench.errors import UsageError
-from cnnbench.metrics import classification_report
-from cnnbench.storage import jsonable as to_jsonable
+from cnnbench.core.errors import UsageError
+from cnnbench.evaluate.metrics import classification_report
+from cnnbench.core.storage import jsonable as to_jsonable
 
 
 def soft(pred: list[int], k: int, top: float = 0.8) -> np.ndarray:

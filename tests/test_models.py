@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models import MODELS, build, build_model, resolve
 from cnnbench.models.accounting import budget, count_macs, count_parameters
 from cnnbench.models.fit import count_fit_params, fit_width

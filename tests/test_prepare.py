@@ -19,7 +19,7 @@ from cnnbench.data.prepare import (
     prepare,
     prepared_dir,
 )
-from cnnbench.errors import DataMissing, UsageError
+from cnnbench.core.errors import DataMissing, UsageError
 from tests.fixtures_formats import (
     truncated_jpeg_bytes,
     write_catsdogs,

@@ -12,22 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models import InputSpec, ModelSpec, build, resolve
 from cnnbench.models.accounting import count_macs, count_parameters
-from cnnbench.pruning import (
-    PolynomialPlan,
-    PruneOptions,
-    SparseFineTune,
-    classifier_output_layer,
-    is_update_step,
-    polynomial_sparsity,
-    prune_channels,
-    prune_run,
-    resume_pruned,
-    select_layers,
-    sparsify,
-)
+from cnnbench.engine.sparsity import PolynomialPlan, SparseFineTune, is_update_step, polynomial_sparsity
+from cnnbench.models.pruning import classifier_output_layer, prune_channels, select_layers, sparsify
+from cnnbench.prune.sweep import PruneOptions, prune_run, resume_pruned
 from tests.helpers import StopAfter, digits, spec
 
 MNIST = InputSpec(channels=1, height=28, width=28, num_classes=10)
@@ -39,7 +29,7 @@ ACCURACY_TOLERANCE = 0.03
 @pytest.fixture(scope="module")
 def parent(data_root, tmp_path_factory):
     """A mnist-7498 run on digits at 28x28: about 0.95 test accuracy in 5 epochs (a second or two)."""
-    from cnnbench.training import run as run_spec
+    from cnnbench.runs.kinds import run as run_spec
 
     return run_spec(spec(digits(data_root), "mnist-7498", epochs=5, lr=3e-3, batch_size=64),
                     out=tmp_path_factory.mktemp("parent")).run  # fmt: skip

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from cnnbench.data.prepare import PrepareOptions
-from cnnbench.evaluation import evaluate_run
-from cnnbench.training import run as run_spec
+from cnnbench.evaluate.evaluation import evaluate_run
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import spec
 
 

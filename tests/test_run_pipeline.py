@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cnnbench.engine import Callback, StopRun
-from cnnbench.errors import CheckFailed
-from cnnbench.runs import RunDir
-from cnnbench.training import resume_run
-from cnnbench.training import run as run_spec
+from cnnbench.core.errors import CheckFailed
+from cnnbench.runs.rundir import RunDir
+from cnnbench.runs.kinds import resume_run
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import DIGITS28, digits, spec
 
 
@@ -70,7 +70,8 @@ def test_an_epoch_callback_that_stops_runs_after_the_epoch_is_written(data_root,
 
 def test_many_runs_in_one_process_prepare_and_probe_once(data_root, tmp_path, monkeypatch):
     """On the CPU, where the format is probed (a GPU takes bf16 and channels_last without measuring)."""
-    from cnnbench import autotune, resources
+    from cnnbench.engine import autotune
+    from cnnbench.runs import resources
     from cnnbench.data import prepare
 
     resources.forget()
@@ -99,7 +100,7 @@ def test_a_stopped_or_deterministic_run_leaves_the_next_run_unaffected(data_root
 
 
 def test_a_study_whose_run_fails_exits_1_not_as_if_interrupted(cli, data_root, tmp_path, monkeypatch):
-    from cnnbench import study
+    from cnnbench.studies import catalog as study
 
     def diverging(context):
         bad = spec(digits(context.root), "mnist-722", epochs=3, lr=1e12)

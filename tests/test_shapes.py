@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnbench.data.shapes import SHAPES, generate_shapes, register
+from cnnbench.data.datasets.shapes import SHAPES, generate_shapes, register
 
 
 def test_the_same_seed_gives_the_same_images_and_another_seed_others():

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnbench.data.catalog import DATASETS, get_dataset
 from cnnbench.data.images import CorruptImage, ImageFileDataset, decode_image, decode_many, verify_many
-from cnnbench.data.sources import (
+from cnnbench.data.datasets import (
     read_catsdogs,
     read_cifar10,
     read_cifar100,
@@ -23,7 +23,7 @@ from cnnbench.data.sources import (
     read_mnist,
     read_pets,
 )
-from cnnbench.errors import DataMissing, UsageError
+from cnnbench.core.errors import DataMissing, UsageError
 from tests.fixtures_formats import (
     nest_zip,
     truncated_jpeg_bytes,
@@ -423,8 +423,8 @@ def test_image_file_dataset_items(tmp_path):
 def test_a_failed_download_names_the_files_to_place_by_hand(tmp_path, monkeypatch):
     import torchvision.datasets
 
-    from cnnbench.data.sources import read_mnist
-    from cnnbench.errors import DataMissing
+    from cnnbench.data.datasets import read_mnist
+    from cnnbench.core.errors import DataMissing
 
     def offline(*args, **kwargs):
         raise OSError("Name or service not known")

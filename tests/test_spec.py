@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.errors import UsageError
-from cnnbench.spec import NAMES, OPTIONS, RunSpec, base_for, load_file, resolve
+from cnnbench.core.errors import UsageError
+from cnnbench.spec.run import NAMES, OPTIONS, RunSpec, base_for, load_file, resolve
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.config import TrainConfig
+from cnnbench.spec.train import TrainConfig
 from cnnbench.data.prepare import Prepared, SplitData
 from cnnbench.engine import Trainer, build_trainer
 from cnnbench.models import build_model
@@ -96,7 +96,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_the_cpu():
 
 def test_threads_given_for_a_gpu_run_are_kept():
     """--threads was dropped on CUDA (the CPU still prepares batches and runs the data work there)."""
-    from cnnbench.resources import choose_format
+    from cnnbench.runs.resources import choose_format
 
     config = TrainConfig(precision="bf16", channels_last=True, threads=3)
     fmt = choose_format(None, None, None, config, torch.device("cuda"), lambda m: None)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.recipes import SCALES, aggregate, load_recipe, recipe_names
+from cnnbench.studies.recipes import SCALES, aggregate, load_recipe, recipe_names
 
 # One figure per study from ../shared/STUDIES.md that its recipe must carry beside our result.
 ORIGINALS = {"s1": ("mnist-722", "test_accuracy", 0.96), "s2": ("cifar-simple", "test_accuracy", 0.59),
@@ -33,8 +33,8 @@ def test_the_five_studies_have_recipes_that_load_at_both_scales():
 
 
 def test_a_recipe_with_an_unknown_name_is_refused_before_anything_runs(tmp_path, monkeypatch):
-    from cnnbench import recipes
-    from cnnbench.errors import UsageError
+    from cnnbench.studies import recipes
+    from cnnbench.core.errors import UsageError
 
     text = (recipes.RECIPES / "s1.toml").read_text().replace('"train.augment" = "none"', '"train.augmnt" = "none"')
     (tmp_path / "s1.toml").write_text(text)
@@ -49,6 +49,7 @@ def test_seeds_aggregate_as_mean_std_and_n():
     assert aggregate([0.5]) == (0.5, 0.0, 1)
 
 
+@pytest.mark.slow  # a whole study chain, twice
 def test_s1_runs_end_to_end_reports_the_originals_and_runs_nothing_twice(cli, data_root, tmp_path):
     out = tmp_path / "s1"
     args = ("study", "s1", "--epochs", "1", "--trials", "1", "--seeds", "2", "--root", data_root, "--out", out,
@@ -80,8 +81,9 @@ def test_s1_runs_end_to_end_reports_the_originals_and_runs_nothing_twice(cli, da
 
 
 
+@pytest.mark.slow  # a whole study chain, twice
 def test_a_study_stopped_by_ctrl_c_resumes_its_interrupted_run(cli, data_root, tmp_path, monkeypatch):
-    from cnnbench import training
+    from cnnbench.runs import kinds as training
     from cnnbench.engine import Callback
 
     class CtrlC(Callback):
@@ -125,7 +127,7 @@ def test_bad_study_options_are_usage_errors(cli, tmp_path, flags, named):
 
 
 def test_a_command_line_value_never_overrides_what_a_row_is_labelled_by():
-    from cnnbench.recipes import _spec_of
+    from cnnbench.studies.recipes import _spec_of
 
     lr_rows = next(s for s in load_recipe("s2", "smoke").steps if s.name == "lr").variants()
     specs = [_spec_of(v, root=Path("data"), overrides={"train.lr": 1e-5, "train.epochs": 1}) for v in lr_rows]
@@ -134,7 +136,7 @@ def test_a_command_line_value_never_overrides_what_a_row_is_labelled_by():
 
 
 def test_every_sweep_point_has_its_own_folder():
-    from cnnbench.recipes import _slug
+    from cnnbench.studies.runner import _slug
 
     for name in recipe_names():
         for step in load_recipe(name, "full").steps:

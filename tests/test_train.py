@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from cnnbench.runs import RunDir
-from cnnbench.training import resume_run
-from cnnbench.training import run as run_spec
+from cnnbench.runs.rundir import RunDir
+from cnnbench.runs.kinds import resume_run
+from cnnbench.runs.kinds import run as run_spec
 from tests.helpers import DIGITS28, StopAfter, digits, spec
 
 
@@ -42,7 +42,8 @@ def test_run_directory_records_everything_needed_to_rebuild(data_root, tmp_path)
     config = run.config()
     assert config["model"] == {"name": "mnist-722", "family": "zoo", "options": {},
                                "input": {"channels": 1, "height": 28, "width": 28, "num_classes": 10}}  # fmt: skip
-    assert config["schema"] == 2 and config["spec"]["model"]["name"] == "mnist-722"
+    assert config["schema"] == 3 and config["spec"]["model"]["name"] == "mnist-722"
+    assert json.loads((run.path / "summary.json").read_text())["schema"] == 3
     assert config["spec"]["train"]["seed"] == 3 and config["spec"]["data"]["size"] == 28
     assert config["train"]["seed"] == 3 and config["params"]["trainable"] == 722
     where = "cuda" if torch.cuda.is_available() else "cpu"  # the device `auto` picks, recorded

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnbench.errors import UsageError
-from cnnbench.spec import resolve
-from cnnbench.tuning import TuneOptions, load_space, open_study, parse_space, tune
+from cnnbench.core.errors import UsageError
+from cnnbench.spec.run import resolve
+from cnnbench.search import TuneOptions, load_space, open_study, parse_space, tune
 from tests.helpers import DIGITS28
 
 CLI = [sys.executable, "-c", "from cnnbench.cli import run; run()"]
@@ -185,6 +185,8 @@ def postgres():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_workers_on_a_postgresql_study_share_it_and_a_killed_one_is_retried(data_root, tmp_path, postgres):
     import optuna
 
@@ -218,11 +220,11 @@ def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path
     took such a trial for a dead worker's and failed it under its owner (UpdateFinishedTrialError, seen on PostgreSQL)."""
     import fcntl
 
-    from cnnbench import tuning
+    import cnnbench.search.loop as loop
 
     options = TuneOptions(study="locked", folder=tmp_path / "locked", n_trials=1)
     held = []
-    real = tuning.recover_dead_trials
+    real = loop.recover_dead_trials
 
     def recover_checking_the_lock(study, log):
         with open(options.folder / ".ask.lock", "a+") as handle:  # a second open file: flock conflicts if held
@@ -234,6 +236,57 @@ def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path
                 held.append(True)
         return real(study, log)
 
-    monkeypatch.setattr(tuning, "recover_dead_trials", recover_checking_the_lock)
+    monkeypatch.setattr(loop, "recover_dead_trials", recover_checking_the_lock)  # where the loop looks it up
     tune(base(data_root, **{"train.epochs": 1}), "locked", parse_space(LR_SPACE, "t"), options, log=lambda m: None)
     assert held == [True]
+
+
+def test_trial_pruning_steps_keep_increasing_across_the_phases_of_a_trial():
+    """A fine-tune with head_epochs runs two phases (two fits) through one trial-pruning callback: phase 2's epoch 1
+    must not be reported as step 1 again (Optuna ignores a step reported twice, with a warning)."""
+    from types import SimpleNamespace
+
+    import optuna
+
+    from cnnbench.search.trial_pruning import TrialPruning
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    callback = TrialPruning(trial, report=True)
+    for phase_epochs in (2, 3):  # the head on the frozen backbone, then the fine-tune: two trainers, two fits
+        trainer = SimpleNamespace(epoch=0)
+        callback.on_fit_start(trainer)
+        for epoch in range(1, phase_epochs + 1):
+            callback.on_epoch_end(trainer, SimpleNamespace(epoch=epoch, val_acc=0.1 * (len(study.trials) + epoch)))
+    assert sorted(study.trials[0].intermediate_values) == [1, 2, 3, 4, 5]
+    assert callback.earlier_epochs == 2 and callback.epochs == 5  # the loop records earlier_epochs + phase 2's count
+
+
+def test_a_two_phase_fine_tune_trial_reports_and_records_the_epochs_of_both_phases(data_root, tmp_path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from cnnbench.runs.kinds import run
+    from tests.helpers import digits, finetune_spec, spec
+
+    parent = run(spec(digits(data_root), "mnist-722", epochs=1, batch_size=128), out=tmp_path / "parent").run
+    finetune = finetune_spec(digits(data_root), weights=f"run:{parent.path}", freeze="none", epochs=2, head_epochs=1,
+                             batch_size=128)  # fmt: skip
+    options = TuneOptions(study="phases", folder=tmp_path / "phases", n_trials=1)
+    tune(finetune, "phases", parse_space({"train.lr": {"choices": [1e-3]}}, "t"), options, log=lambda m: None)
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(options.folder / "study.journal")))
+    (trial,) = optuna.load_study(study_name="phases", storage=storage).trials
+    assert trial.state.name == "COMPLETE" and sorted(trial.intermediate_values) == [1, 2, 3]
+    assert trial.user_attrs["epochs"] == 3  # the head's epoch and the fine-tune's two
+    assert len(list((options.folder / "trials").iterdir())) == 2  # one run directory per phase
+
+
+def test_a_pid_is_alive_while_its_process_runs_and_not_once_it_is_reaped():
+    """The liveness check dead-trial recovery asks before failing a trial whose worker ran on this machine."""
+    from cnnbench.core.processes import pid_alive, process_started
+
+    assert pid_alive(os.getpid()) and not pid_alive(0) and not pid_alive(-1)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert not pid_alive(child.pid)
+    assert 0 < process_started(os.getpid()) <= time.time()

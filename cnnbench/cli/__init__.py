@@ -28,7 +28,7 @@ from cnnbench.cli import (
     train_cmd,
     tune_cmd,
 )
-from cnnbench.errors import CnnbenchError, Terminated
+from cnnbench.core.errors import CnnbenchError, Terminated
 
 app = typer.Typer(
     name="cnnbench",
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe_os_error(error: OSError) -> str:
     """One line for a place that cannot be read or written: which path, why, and what to do."""
-    from cnnbench.storage import UNWRITABLE_ERRNOS, unwritable
+    from cnnbench.core.storage import UNWRITABLE_ERRNOS, unwritable
 
     if error.errno in UNWRITABLE_ERRNOS and error.filename:
         return unwritable(error.filename, error, elsewhere="choose another place (--out, --root)")

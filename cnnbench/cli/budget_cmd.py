@@ -22,7 +22,7 @@ def budget(
 ) -> None:  # fmt: skip
     """Count a model's parameters, BatchNorm statistics, Keras-style total, nonzero parameters and sparsity, MACs and
     size; check a budget."""
-    from cnnbench.budget import check, dataset_input, seed_input
+    from cnnbench.models.budget import check, dataset_input, seed_input
 
     if dataset is not None:
         spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes)

@@ -59,7 +59,7 @@ def log_to_stderr(quiet: bool = False):
 
 
 def emit_json(obj: Any) -> None:
-    from cnnbench.storage import jsonable
+    from cnnbench.core.storage import jsonable
 
     sys.stdout.write(json.dumps(jsonable(obj), allow_nan=False) + "\n")
     sys.stdout.flush()

@@ -22,8 +22,8 @@ def evaluate(
 ) -> None:
     """Score a run on a split: accuracy, top-5, precision/recall/F1, ROC AUC, log loss, per-class table, confusion;
     calibration (ECE, MCE, Brier) before and after temperature scaling; pictures and tables of errors in RUN/eval/."""
-    from cnnbench.evaluation import evaluate_run
-    from cnnbench.plots import GALLERY_LIMIT
+    from cnnbench.evaluate.evaluation import evaluate_run
+    from cnnbench.core.plots import GALLERY_LIMIT
 
     result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, root=root, device=device,
                           batch_size=batch_size, log=log_to_stderr(quiet))  # fmt: skip

@@ -16,8 +16,8 @@ def finetune(
     **options: Any,  # the run specification's options (cnnbench/spec.py OPTIONS), read from ctx.params
 ) -> None:
     """Fine-tune a pretrained torchvision backbone (or any cnnbench run) with a new head and a freezing policy."""
-    from cnnbench.spec import base_for, resolve
-    from cnnbench.training import run
+    from cnnbench.spec.run import base_for, resolve
+    from cnnbench.runs.kinds import run
 
     spec = resolve(T.passed_values(ctx, "finetune"), options["config"], base=base_for("finetune"))
     with T.progress_display(quiet) as progress:

@@ -36,7 +36,7 @@ def models(
 ) -> None:  # fmt: skip
     """List the model families, the zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs, and
     the torchvision backbones; or, with --probe MODEL, the CPU format probe's cached choice for a configuration."""
-    from cnnbench.budget import dataset_input, describe_model, seed_input
+    from cnnbench.models.budget import dataset_input, describe_model, seed_input
     from cnnbench.models import FAMILIES, MODELS
     from cnnbench.models.transfer import describe_backbones
 
@@ -78,8 +78,8 @@ def models(
 
 
 def _show_probe(name: str, spec, batch_size: int | None, refresh: bool, json_output: bool) -> None:
-    from cnnbench.autotune import probe_report
-    from cnnbench.config import TrainConfig
+    from cnnbench.engine.autotune import probe_report
+    from cnnbench.spec.train import TrainConfig
 
     if spec is None:  # seed_input raised for an unknown name; None means the model is sized by its dataset
         raise typer.BadParameter(f"{name} is sized for a dataset; pass --dataset", param_hint="--dataset")

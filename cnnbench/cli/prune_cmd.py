@@ -13,8 +13,8 @@ from rich.table import Table
 
 from cnnbench.cli import training_options as T
 from cnnbench.cli.common import JsonFlag, QuietFlag, cells, emit_json, log_to_stderr, stdout
-from cnnbench.errors import UsageError
-from cnnbench.spec import OPTIONS, Option, field_type
+from cnnbench.core.errors import UsageError
+from cnnbench.spec.run import OPTIONS, Option, field_type
 
 _PRUNING, _FINETUNE, _RUN = "Pruning", "Fine-tuning (each default: the parent run's)", "Run"
 # train's options a pruned run does not take: its epochs are --finetune-epochs, and the two-phase head training and
@@ -98,7 +98,7 @@ def prune(
 ) -> None:
     """Prune a run's weights (magnitude, global or structured), fine-tune each pruned model as a new run, and report
     accuracy, size, MACs and measured latency before and after."""
-    from cnnbench.pruning import (
+    from cnnbench.prune.sweep import (
         PruneOptions,
         open_pruned,
         parse_amounts,

@@ -29,7 +29,8 @@ def study(
     json_output: JsonFlag = False,
 ) -> None:
     """Run a named study end to end (train, evaluate, report) and print its table."""
-    from cnnbench.study import STUDIES, StudyContext
+    from cnnbench.studies.catalog import STUDIES
+    from cnnbench.studies.context import StudyContext
 
     if name is None:
         rows = [{"name": n, "description": STUDIES.get(n).description} for n in STUDIES]
@@ -42,7 +43,7 @@ def study(
     for flag, value in (("--epochs", epochs), ("--seeds", seeds), ("--trials", trials)):
         if value is not None and value <= 0:
             raise typer.BadParameter(f"{value}: expected a number greater than zero", param_hint=flag)
-    from cnnbench.recipes import SCALES
+    from cnnbench.studies.recipes import SCALES
 
     if scale not in SCALES:
         raise typer.BadParameter(f"{scale!r}: choose from {', '.join(SCALES)}", param_hint="--scale")
@@ -71,8 +72,8 @@ def _assignments(items: list[str]) -> dict:
     """--set NAME=VALUE pairs; VALUE read as a TOML value (1e-3, true, [0.8, 0.1, 0.1], "text") or else as text."""
     import tomllib
 
-    from cnnbench.errors import UsageError
-    from cnnbench.spec import RunSpec
+    from cnnbench.core.errors import UsageError
+    from cnnbench.spec.run import RunSpec
 
     values = {}
     for item in items:

@@ -20,8 +20,8 @@ def train(
     **options: Any,  # the run specification's options (cnnbench/spec.py OPTIONS), read from ctx.params
 ) -> None:
     """Train a zoo model on a dataset into a run directory (config, per-epoch metrics, checkpoints, summary)."""
-    from cnnbench.spec import base_for, resolve
-    from cnnbench.training import resume_run, run
+    from cnnbench.spec.run import base_for, resolve
+    from cnnbench.runs.kinds import resume_run, run
 
     log = log_to_stderr(quiet)
     if resume is not None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnbench.spec import Option, base_for, default_of, field_type, options_for
+from cnnbench.spec.run import Option, base_for, default_of, field_type, options_for
 
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML or JSON run specification: data, model "
                                                  "and train sections of the options below, by their field names "

@@ -41,9 +41,9 @@ def tune(
     **options: Any,  # the run specification's options (cnnbench/spec.py OPTIONS): the trials' base configuration
 ) -> None:
     """Search hyper-parameters or architectures: every trial an ordinary run directory, the study resumable."""
-    from cnnbench.spec import base_for, resolve
-    from cnnbench.tuning import TuneOptions, load_space
-    from cnnbench.tuning import tune as run_study
+    from cnnbench.spec.run import base_for, resolve
+    from cnnbench.search import TuneOptions, load_space
+    from cnnbench.search import tune as run_study
 
     passed = T.passed_values(ctx, "tune")
     # --backbone (or --weights) makes the trials fine-tunes; --model and --backbone both name model.name

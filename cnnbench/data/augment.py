@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 
 
 @dataclass(frozen=True, kw_only=True)

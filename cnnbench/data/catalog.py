@@ -1,15 +1,31 @@
 """Looking a dataset up by name: `get_dataset("mnist")`, or `get_dataset("folder:PATH")` for a parametrised entry.
 
-Each dataset is one `DatasetEntry` in the `DATASETS` registry, registered in sources.py beside its reader, so adding a
-dataset touches that one file; everything else (prepare, budget, `cnnbench datasets`) asks the entry.
+Each dataset is one `DatasetEntry` in the `DATASETS` registry, registered beside its reader in its module of
+cnnbench.data.datasets, so adding a dataset is one new module there (and its import in the package's __init__);
+everything else (prepare, budget, `cnnbench datasets`) asks the entry.
 """
 
 from __future__ import annotations
 
-import difflib
+from dataclasses import dataclass
 
-from cnnbench.data.sources import DATASETS, DatasetEntry, RawDataset, ReadOptions
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
+from cnnbench.core.registry import did_you_mean
+from cnnbench.data.datasets import DATASETS, DatasetEntry, RawDataset, ReadOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputSpec:
+    """What a model needs to know about its data: image shape and number of classes (a prepared
+    dataset's `input_spec`)."""
+
+    channels: int
+    height: int
+    width: int
+    num_classes: int
+
+    def describe(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width}, {self.num_classes} classes"
 
 
 def get_dataset(name: str) -> DatasetEntry:
@@ -23,9 +39,7 @@ def get_dataset(name: str) -> DatasetEntry:
     if colon and family in DATASETS and DATASETS.get(family).parameter is not None:
         return DATASETS.get(family).bind(argument)
     usages = [DATASETS.get(known).usage for known in DATASETS]
-    close = difflib.get_close_matches(name, usages, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(f"unknown dataset {name!r}{hint}; choose from: {', '.join(usages)}")
+    raise UsageError(f"unknown dataset {name!r}{did_you_mean(name, usages)}; choose from: {', '.join(usages)}")
 
 
-__all__ = ["DATASETS", "DatasetEntry", "RawDataset", "ReadOptions", "get_dataset"]
+__all__ = ["DATASETS", "DatasetEntry", "InputSpec", "RawDataset", "ReadOptions", "get_dataset"]

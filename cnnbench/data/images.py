@@ -1,7 +1,8 @@
 """Decoding image files into uint8 tensors.
 
-Image sets on disk (flowers, pets, cats vs dogs, any folder tree) are decoded here, not in `sources.py`, so the caller
-can count and report the files that fail to decode instead of crashing halfway through a dataset.
+Image sets on disk (flowers, pets, cats vs dogs, any folder tree) are decoded here, not by their readers in
+cnnbench.data.datasets, so the caller can count and report the files that fail to decode instead of crashing halfway
+through a dataset.
 
 Every decoded image goes through `to_8bit`, the one conversion from whatever Pillow opened (palette, alpha, CMYK,
 16-bit, float, 1-bit...) to 8-bit L or RGB: the prepared cache, the file index decoded while training and the
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cnnbench.data.sources import NOT_AN_IMAGE, TRUNCATED, UNREADABLE, skip
+from cnnbench.data.datasets.base import NOT_AN_IMAGE, TRUNCATED, UNREADABLE, skip
 
 # How many finished files between two calls of a `progress` callback.
 _PROGRESS_EVERY = 256
@@ -114,7 +115,7 @@ def _eight_bit_l_or_rgb(img: Image.Image) -> Image.Image:
     if mode == "F":
         return _grey(_scaled(np.asarray(img).astype(np.float64), ranges=(1.0, 255.0)))
     if mode == "LAB":
-        from PIL import ImageCms
+        from PIL import ImageCms  # only for LAB images: Pillow built without LittleCMS lacks it, and it costs 40 ms
 
         transform = ImageCms.buildTransform(ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB",
                                             "RGB")  # fmt: skip

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models.layers import Dropout
 from cnnbench.models.zoo import Classifier, InputSpec
 

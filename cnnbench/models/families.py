@@ -9,17 +9,16 @@ class and one `FAMILIES.register` in this file.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models.fit import FIT_DROPOUT, fit_net, fit_width, parse_fit
 from cnnbench.models.transfer import ALIASES, BACKBONES, build_transfer, parse_head, resolve_backbone
 from cnnbench.models.zoo import MODELS, InputSpec
-from cnnbench.registry import Registry
+from cnnbench.core.registry import Registry, did_you_mean
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -187,7 +186,7 @@ class ArchFamily(ModelFamily):
         from dataclasses import asdict
 
         from cnnbench.models.arch import plan
-        from cnnbench.spec import ArchChoice
+        from cnnbench.spec.run import ArchChoice
 
         _refuse_head(model_name, self.name, head)
         arch = arch or asdict(ArchChoice())
@@ -218,6 +217,4 @@ def family_of(model_name: str) -> ModelFamily:
         if family.owns(model_name):
             return family
     names = [shown for family_name in FAMILIES for shown in FAMILIES.get(family_name).listing()]
-    close = difflib.get_close_matches(model_name, names, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(f"unknown model {model_name!r}{hint}; choose from: {', '.join(names)}")
+    raise UsageError(f"unknown model {model_name!r}{did_you_mean(model_name, names)}; choose from: {', '.join(names)}")

@@ -14,7 +14,7 @@ import math
 
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models.layers import Dropout
 from cnnbench.models.zoo import Classifier, InputSpec, pool_relu
 

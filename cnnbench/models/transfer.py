@@ -22,10 +22,10 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
 from cnnbench.models.layers import Dropout
 from cnnbench.models.zoo import FrozenBatchNormMixin, InputSpec, num_outputs
-from cnnbench.registry import Registry
+from cnnbench.core.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -18,22 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cnnbench.errors import UsageError
+from cnnbench.core.errors import UsageError
+from cnnbench.data.catalog import InputSpec  # what the data tells a model: defined with the datasets
 from cnnbench.models.layers import Dropout
-from cnnbench.registry import Registry
-
-
-@dataclass(frozen=True, kw_only=True)
-class InputSpec:
-    """What a model needs to know about its data: image shape and number of classes."""
-
-    channels: int
-    height: int
-    width: int
-    num_classes: int
-
-    def describe(self) -> str:
-        return f"{self.channels}x{self.height}x{self.width}, {self.num_classes} classes"
+from cnnbench.core.registry import Registry
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,0 +1,149 @@
+"""The tune loop: ask for a trial under the study lock, sample its configuration, reject it if over budget or a
+repeat, train it (--repeats seeds) through the one door for runs, tell the study how it went; then write the study's
+outputs and, with --retrain-best, retrain the best."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+from optuna.trial import TrialState
+
+from cnnbench.core.errors import CheckFailed, Terminated, UsageError
+from cnnbench.search.options import Log, TuneOptions, validate_options
+from cnnbench.search.outputs import trial_line, write_outputs
+from cnnbench.search.retrain import retrain_best
+from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
+from cnnbench.search.storage import counted, make_sampler, open_study, recover_dead_trials, study_lock
+from cnnbench.spec.run import RunSpec
+
+MAX_REJECTED_IN_A_ROW = 2000  # samples over budget (or repeated) before the space is declared (nearly) empty
+
+
+def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOptions, *, log: Log,
+         progress: Callable[[str], Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run trials until the study holds --n-trials finished or running ones; returns the study's summary."""
+    validate_options(options)
+    # here, not at the top: these import torch, and a space or option error should exit without waiting for it
+    from cnnbench.models.families import family_of
+    from cnnbench.runs.kinds import run
+
+    family_of(base.model_name)  # an unknown model is a usage error before the study exists, not a failed trial
+    for name, value in BUILTIN_BASE.get(space_name, {}).items():
+        if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
+            base = base.with_values({name: value})
+    study = open_study(options, space)
+    with study_lock(options, study):  # another worker between ask() and naming itself on the trial looks dead
+        recover_dead_trials(study, log)
+    rejected_in_a_row = 0
+    started = time.perf_counter()
+    while True:
+        with study_lock(options, study):
+            if counted(study) >= options.n_trials:
+                break
+            trial = study.ask()
+            trial.set_user_attr("host", socket.gethostname())
+            trial.set_user_attr("pid", os.getpid())
+            trial.set_user_attr("started", time.time())
+        params = {p.name: p.suggest(trial) for p in space}
+        spec = trial_spec(base, params)
+        reason = _reject(study, trial, spec, params, options)
+        if reason:
+            trial.set_user_attr("rejected", reason)
+            study.tell(trial, state=TrialState.FAIL)
+            rejected_in_a_row += 1
+            if reason.startswith("repeats trial"):  # another worker drew the same sequence: move this one off it
+                study.sampler = make_sampler(options, space, options.seed + len(study.trials) + os.getpid())
+            if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                raise CheckFailed(f"{rejected_in_a_row} sampled configurations in a row were rejected ({reason}); "
+                                  f"widen the space or raise the budget")  # fmt: skip
+            continue
+        rejected_in_a_row = 0
+        try:
+            value, status, runs = _run_trial(study, trial, spec, params, options, run, progress, log)
+        except (KeyboardInterrupt, Terminated):
+            _fail_and_requeue(study, trial, "interrupted")
+            raise
+        except Exception as error:
+            _fail_and_requeue(study, trial, f"{type(error).__name__}: {error}")
+            raise
+        if status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        elif status == "completed":
+            study.tell(trial, value)
+        else:  # diverged: a result of the configuration, not an accident; not retried
+            trial.set_user_attr("failure", status)
+            study.tell(trial, state=TrialState.FAIL)
+        log(trial_line(trial.number, status, value, params, runs))
+    summary = write_outputs(study, options, space, log)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    if options.retrain_best and summary.get("best"):
+        summary["retrained"] = retrain_best(summary["best"], options, log, progress)
+    return summary
+
+
+def _reject(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOptions) -> str | None:
+    counts = budget_of(spec)
+    if counts is None and spec.model_name == "arch":
+        return "the input is too small for this architecture"
+    if counts is not None:
+        trial.set_user_attr("params", counts[0])
+        trial.set_user_attr("macs", counts[1])
+        if options.max_params is not None and counts[0] > options.max_params:
+            return f"{counts[0]:,} parameters > --max-params {options.max_params:,}"
+        if options.max_macs is not None and counts[1] > options.max_macs:
+            return f"{counts[1]:,} MACs > --max-macs {options.max_macs:,}"
+    if options.sampler == "random":  # a configuration already tried is skipped, as the seeds' random searches did
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                              TrialState.RUNNING)):  # fmt: skip
+            if other.number != trial.number and other.params == params:
+                return f"repeats trial {other.number}"
+    return None
+
+
+def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOptions, run, progress, log):
+    """Train the configuration --repeats times (seeds seed, seed+1, ...); the score is the mean best val_acc."""
+    from cnnbench.search.trial_pruning import TrialPruning  # the engine imports torch: see trial_pruning.py
+
+    folder = options.folder / "trials"
+    values, runs, status = [], [], "completed"
+    for repeat in range(options.repeats):
+        seeded = spec.with_values({"train.seed": spec.train.seed + repeat})
+        if options.max_params is not None:
+            seeded = seeded.with_values({"train.max_params": options.max_params})
+        extra = {"trial": {"study": options.study, "number": trial.number, "repeat": repeat, "params": params}}
+        label = f"trial {trial.number}" + (f".{repeat}" if options.repeats > 1 else "")
+        reporter = TrialPruning(trial, report=repeat == 0)  # trial pruning follows the first seed's curve
+        with (progress(label) if progress else contextlib.nullcontext()) as bar:
+            result = run(seeded, out=folder, progress=bar, log=lambda message: None, callbacks=[reporter],
+                         extra=extra)  # fmt: skip
+        runs.append(str(result.run.path))
+        trial.set_user_attr("runs", runs)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        if result.status != "completed":
+            status = result.status
+            break
+        values.append(result.summary["best"]["val_acc"])
+        # the result is the last phase's run (a fine-tune with head_epochs runs two): count the earlier phases too
+        trial.set_user_attr("epochs", reporter.earlier_epochs + result.summary["epochs_completed"])
+        trial.set_user_attr("seconds_per_epoch", result.summary["seconds_per_epoch_median"])
+        trial.set_user_attr("params", result.summary["params"]["trainable"])
+        trial.set_user_attr("macs", result.summary["params"]["macs"])
+    value = statistics.fmean(values) if values and status == "completed" else None
+    if value is not None and math.isnan(value):
+        raise UsageError("trials are scored by validation accuracy, but this data has no validation split; "
+                         "give --split with a validation part")
+    return value, status, runs
+
+
+def _fail_and_requeue(study, trial, why: str) -> None:
+    trial.set_user_attr("failure", why[:300])
+    study.tell(trial, state=TrialState.FAIL)
+    study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)

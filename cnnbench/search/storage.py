@@ -1,0 +1,110 @@
+"""Where a study lives and who may touch it: opening it on its Optuna storage (a journal file in the study's folder,
+or a database URL) with its sampler and trial pruner; the study-wide lock under which trials are counted and started;
+and the recovery of trials whose worker died without a word (SIGKILL, a dead machine)."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import socket
+import time
+from collections.abc import Iterator
+
+import optuna
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
+
+from cnnbench.core.errors import UsageError
+from cnnbench.core.processes import pid_alive, process_started
+from cnnbench.search.options import Log, TuneOptions
+from cnnbench.search.space import Param
+
+STALE_AFTER_S = 600  # a RUNNING trial whose heartbeat is older than this, on another machine, is taken as dead
+
+
+def open_study(options: TuneOptions, space: list[Param]):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    options.folder.mkdir(parents=True, exist_ok=True)
+    if options.storage:
+        try:
+            storage = optuna.storages.RDBStorage(options.storage)
+        except Exception as error:  # a bad URL, a missing driver, a server that does not answer
+            raise UsageError(f"--storage {options.storage!r}: cannot open it ({type(error).__name__}: "
+                             f"{str(error).splitlines()[0][:200]})") from None  # fmt: skip
+    else:
+        path = str(options.folder / "study.journal")
+        storage = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    # Median: a trial is stopped at an epoch where it is below the median of the trials before it at that epoch,
+    # once 3 trials have finished (Optuna's default 5 wastes most of a short study) and after its first epoch.
+    pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=3,
+                                                                                         n_warmup_steps=1),
+              "hyperband": optuna.pruners.HyperbandPruner()}[options.pruner]  # fmt: skip
+    study = optuna.create_study(study_name=options.study, storage=storage, pruner=pruner, direction="maximize",
+                                load_if_exists=True)  # fmt: skip
+    # Seeded, and seeded afresh by how far the study has got: a continued study (or a second worker) must not replay
+    # the first process's samples, which would all be rejected as repeats; a new study with a seed is reproducible.
+    study.sampler = make_sampler(options, space, options.seed + len(study.trials))
+    return study
+
+
+def make_sampler(options: TuneOptions, space: list[Param], seed: int):
+    if options.sampler == "grid":
+        return optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=seed)
+    if options.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@contextlib.contextmanager
+def study_lock(options: TuneOptions, study) -> Iterator[None]:
+    """Held while counting trials and starting one, so concurrent workers never overshoot --n-trials: a file lock
+    for workers on this machine, and a PostgreSQL advisory lock for workers on many."""
+    storage = study._storage
+    engine = getattr(storage, "engine", None)
+    if engine is not None and engine.dialect.name == "postgresql":
+        import sqlalchemy  # here: only a database study needs it, and it takes a third of a second to import
+
+        key = int.from_bytes(options.study.encode()[:8].ljust(8, b"\0"), "big") % 2**62
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        return
+    with open(options.folder / ".ask.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _worker_alive(trial) -> bool:
+    """Whether a RUNNING trial's worker still runs: same machine, check the pid (and that it was not recycled by a
+    process started after the trial); elsewhere, its heartbeat's age."""
+    attrs = trial.user_attrs
+    if attrs.get("host") == socket.gethostname() and "pid" in attrs:
+        pid = int(attrs["pid"])
+        return pid_alive(pid) and process_started(pid) <= float(attrs.get("started", math.inf)) + 1
+    return time.time() - float(attrs.get("heartbeat", attrs.get("started", 0))) < STALE_AFTER_S
+
+
+def recover_dead_trials(study, log: Log) -> int:
+    """Fail every RUNNING trial whose worker is gone (SIGKILL, a dead machine) and queue its parameters again."""
+    recovered = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _worker_alive(trial):
+            continue
+        study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker died (no chance to say so)")
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
+        log(f"trial {trial.number}: its worker died; its configuration is queued again")
+        recovered += 1
+    return recovered
+
+
+def counted(study) -> int:
+    """Trials that use up --n-trials: finished (complete or pruned) and those running now."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)))
