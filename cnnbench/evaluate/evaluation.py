@@ -24,6 +24,7 @@ from cnnbench.core import plots
 from cnnbench.core.errors import UsageError
 from cnnbench.core.plots import CURVES_FILE, GALLERY_LIMIT
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
+from cnnbench.core.tables import markdown_table
 from cnnbench.data.augment import AugmentSpec
 from cnnbench.data.images import decode_many
 from cnnbench.data.prepare import SPLITS, Prepared, PrepareOptions, prepared_dir
@@ -343,15 +344,14 @@ def _analysis_markdown(result: dict[str, Any], pictures: dict[str, Path]) -> str
     lines = [f"# {result['run']}: {split} split, {result['checkpoint']} checkpoint", "",
              f"Accuracy {result['accuracy']:.4f} on {result['n']:,} images; {analysis['misclassified']:,} "
              f"misclassified.", ""]  # fmt: skip
-    lines += [f"## Calibration ({calibration['bins']} equal-width confidence bins)", "",
-              "| probabilities | ECE | MCE | Brier | NLL | accuracy |", "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [f"## Calibration ({calibration['bins']} equal-width confidence bins)", ""]
     rows = [("as trained", calibration["as_trained"])]
     scaling = calibration["temperature_scaling"]
     if "temperature" in scaling:
         rows.append((f"temperature T = {scaling['temperature']:.4f} (fitted on val)", scaling["scaled"]))
-    for name, figures in rows:
-        lines.append(f"| {name} | {figures['ece']:.4f} | {figures['mce']:.4f} | {figures['brier']:.4f} | "
-                     f"{figures['nll']:.4f} | {figures['accuracy']:.4f} |")  # fmt: skip
+    figures = ("ece", "mce", "brier", "nll", "accuracy")
+    lines += markdown_table(["probabilities", "ECE", "MCE", "Brier", "NLL", "accuracy"],
+                            [[name, *(f"{values[key]:.4f}" for key in figures)] for name, values in rows])
     lines.append("")
     if "temperature" in scaling:
         lines += ["Temperature scaling divides the logits by T, which never changes the most probable class: accuracy "
@@ -366,9 +366,9 @@ def _analysis_markdown(result: dict[str, Any], pictures: dict[str, Path]) -> str
         lines += [f"{result['num_classes']} classes are too many to draw legibly; the full matrix is in "
                   f"{split}_confusion.csv. The most confused pairs:", ""]  # fmt: skip
     if analysis["confused_pairs"]:
-        lines += ["| true | predicted | images | share of the true class |", "|---|---|---:|---:|"]
-        lines += [f"| {_cell(p['true'])} | {_cell(p['predicted'])} | {p['count']:,} | {p['share']:.3f} |"
-                  for p in analysis["confused_pairs"]] + [""]  # fmt: skip
+        lines += markdown_table(["true", "predicted", "images", "share of the true class"],
+                                [[_cell(p["true"]), _cell(p["predicted"]), f"{p['count']:,}", f"{p['share']:.3f}"]
+                                 for p in analysis["confused_pairs"]], left=2) + [""]  # fmt: skip
     lines += ["## Misclassified images", ""]
     if "_misclassified.png" in pictures:
         shown = min(analysis["misclassified"], GALLERY_LIMIT)
@@ -392,14 +392,10 @@ def _prediction_table(rows: list[dict[str, Any]], positive: str | None) -> list[
     image = any("image" in row for row in rows)
     header = ["rank", "index", *(["image"] if image else []), "true", "predicted", "confidence", "p(true)", "loss",
               *([f"p({positive})", "\\|p - 0.5\\|"] if positive else [])]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" if h not in ("image", "true", "predicted") else
-                                                              "---" for h in header) + "|"]  # fmt: skip
-    for row in rows:
-        cells = [str(row["rank"]), str(row["index"]), *([_cell(Path(row["image"]).name)] if image else []),
-                 _cell(row["true"]), _cell(row["predicted"])]
-        numbers = ["confidence", "p_true", "loss", *(["p_positive", "margin"] if positive else [])]
-        lines.append("| " + " | ".join(cells + [f"{row[key]:.4f}" for key in numbers]) + " |")
-    return lines
+    numbers = ["confidence", "p_true", "loss", *(["p_positive", "margin"] if positive else [])]
+    cells = [[str(row["rank"]), str(row["index"]), *([_cell(Path(row["image"]).name)] if image else []),
+              _cell(row["true"]), _cell(row["predicted"]), *(f"{row[key]:.4f}" for key in numbers)] for row in rows]
+    return markdown_table(header, cells, left=("image", "true", "predicted"))
 
 
 def _cell(text: str) -> str:

@@ -35,6 +35,7 @@ from cnnbench.models.pruning import PRUNABLE, prunable_layers
 from cnnbench.runs.lock import RunLock
 from cnnbench.runs.rundir import RunDir
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
+from cnnbench.core.tables import markdown_table
 
 LATENCY_BATCHES = (1, 64)
 WARMUP_REPEATS = 2
@@ -262,18 +263,16 @@ def _markdown(table, layers, title: str) -> str:
     parent = table.iloc[0]
     lines = [f"# {title}", "", f"Parent: `{parent['path']}`. Latency: fp32 forward pass, median of repeats after "
              f"warm-up, on {parent['device']}" + (f" with {parent['threads']} threads" if parent["threads"] else "")
-             + "; CSR = the pruned Linear layers as sparse-dense matmuls (convolutions stay dense).", "",
-             ("| run | amount | val acc | test acc | params | nonzero | sparsity | MACs | nonzero MACs | checkpoint KB "
-              "| gzip KB | ms b1 | ms b64 | CSR ms b1 | CSR ms b64 |"),
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for _, row in table.iterrows():
-        name = "parent" if row["role"] == "parent" else row["run"]
-        lines.append(f"| {name} | {row['amount']:g} | {number(row['val_accuracy'])} | {number(row['test_accuracy'])} "
-                     f"| {row['params']:,} | {row['nonzero_params']:,} | {row['sparsity']:.3f} | {row['macs']:,} "
-                     f"| {row['macs_nonzero']:,} | {row['checkpoint_bytes'] / 1e3:,.1f} "
-                     f"| {row['checkpoint_gzip_bytes'] / 1e3:,.1f} | {number(row['latency_ms_b1'], 3)} "
-                     f"| {number(row['latency_ms_b64'], 3)} | {number(row['csr_latency_ms_b1'], 3)} "
-                     f"| {number(row['csr_latency_ms_b64'], 3)} |")  # fmt: skip
+             + "; CSR = the pruned Linear layers as sparse-dense matmuls (convolutions stay dense).", ""]  # fmt: skip
+    columns = ["run", "amount", "val acc", "test acc", "params", "nonzero", "sparsity", "MACs", "nonzero MACs",
+              "checkpoint KB", "gzip KB", "ms b1", "ms b64", "CSR ms b1", "CSR ms b64"]
+    lines += markdown_table(columns, [
+        ["parent" if row["role"] == "parent" else row["run"], f"{row['amount']:g}", number(row["val_accuracy"]),
+         number(row["test_accuracy"]), f"{row['params']:,}", f"{row['nonzero_params']:,}", f"{row['sparsity']:.3f}",
+         f"{row['macs']:,}", f"{row['macs_nonzero']:,}", f"{row['checkpoint_bytes'] / 1e3:,.1f}",
+         f"{row['checkpoint_gzip_bytes'] / 1e3:,.1f}", number(row["latency_ms_b1"], 3), number(row["latency_ms_b64"], 3),
+         number(row["csr_latency_ms_b1"], 3), number(row["csr_latency_ms_b64"], 3)]
+        for _, row in table.iterrows()])  # fmt: skip
     verdicts = []
     for _, row in table.iterrows():
         if row["role"] != "parent" and row["csr_layers"]:
@@ -292,15 +291,13 @@ def _markdown(table, layers, title: str) -> str:
         structured = (table["method"] == "structured").any()
         value, header = ("outputs", "output width") if structured else ("sparsity", "weight sparsity")
         wide = layers.pivot_table(index="layer", columns="amount", values=value, sort=False)
-        lines += ["", f"Per layer: {header} by amount (0 = the parent); * = a pruned layer.", "",
-                  "| layer | weights (parent) | " + " | ".join(f"{a:g}" for a in wide.columns) + " |",
-                  "|---|---:|" + "---:|" * len(wide.columns)]  # fmt: skip
         first = layers.groupby("layer", sort=False).first()
         pruned = set(layers.loc[layers["pruned"], "layer"])
-        for layer, values in wide.iterrows():
-            cells = [f"{int(v):,}" if structured else f"{v:.3f}" for v in values]
-            lines.append(f"| {layer}{' *' if layer in pruned else ''} | {int(first.loc[layer, 'weights']):,} | "
-                         + " | ".join(cells) + " |")
+        lines += ["", f"Per layer: {header} by amount (0 = the parent); * = a pruned layer.", "",
+                  *markdown_table(["layer", "weights (parent)", *(f"{a:g}" for a in wide.columns)], [
+                      [f"{layer}{' *' if layer in pruned else ''}", f"{int(first.loc[layer, 'weights']):,}",
+                       *(f"{int(v):,}" if structured else f"{v:.3f}" for v in values)]
+                      for layer, values in wide.iterrows()])]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from cnnbench.core import plots
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
+from cnnbench.core.tables import markdown_table
 from cnnbench.runs.rundir import RunDir
 from cnnbench.search.options import Log, TuneOptions
 from cnnbench.search.space import Param
@@ -66,8 +67,8 @@ def write_outputs(study, options: TuneOptions, space: list[Param], log: Log) -> 
             with warnings.catch_warnings():  # "importances will be equal" on tiny studies: the table shows it
                 warnings.simplefilter("ignore")
                 importance = optuna.importance.get_param_importances(study)
-            lines += ["", "Parameter importance (Optuna's default evaluator):", "", "| parameter | importance |",
-                      "|---|---:|", *(f"| {k} | {v:.3f} |" for k, v in importance.items())]  # fmt: skip
+            lines += ["", "Parameter importance (Optuna's default evaluator):", "",
+                      *markdown_table(["parameter", "importance"], [[k, f"{v:.3f}"] for k, v in importance.items()])]
             summary["importance"] = importance
         except (RuntimeError, ValueError) as error:  # e.g. every trial had the same value
             lines += ["", f"Parameter importance: not computed ({error})."]

@@ -15,6 +15,7 @@ from typing import Any
 from cnnbench.core.environment import git_revision, package_versions
 from cnnbench.core.plots import study_bars
 from cnnbench.core.storage import write_text_atomic
+from cnnbench.core.tables import markdown_table
 from cnnbench.report import collect, format_mean_std, format_number
 from cnnbench.runs.rundir import RunDir
 from cnnbench.studies.context import StudyContext
@@ -83,8 +84,7 @@ def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], reco
     lines = [f"### {table['title']}", ""]
     if table.get("note"):
         lines += [table["note"], ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
-    structured = []
+    cells_of_rows, structured = [], []
     for variant in variants:
         runs = [records[row.path.resolve()] for row in rows if row.variant is variant]
         cells, record = [variant.label, str(len(runs))], {"row": variant.label, "n": len(runs)}
@@ -103,9 +103,9 @@ def _table(table: dict[str, Any], variants: list[Variant], rows: list[Row], reco
                 figure = variant.original.get(column)
                 cells.append("" if figure is None else _original(figure))
                 record[f"{column} (original)"] = figure
-        lines.append("| " + " | ".join(cells) + " |")
+        cells_of_rows.append(cells)
         structured.append(record)
-    lines.append("")
+    lines += [*markdown_table(header, cells_of_rows), ""]
     return lines, structured
 
 
@@ -176,12 +176,13 @@ def _plots_section(plots: list[Path], out: Path) -> list[str]:
 
 def _run_links(rows: list[Row], out: Path) -> list[str]:
     """Each row's first run: its training curves and test confusion matrix (evaluate writes more beside them)."""
-    lines = ["### Runs", "", "| row | seed | run | curves | confusion |", "|---|---:|---|---|---|"]
+    cells = []
     for row in rows:
         rel = row.path.resolve().relative_to(out.resolve()) if row.path.resolve().is_relative_to(out.resolve()) \
             else row.path.resolve()  # fmt: skip
         links = [f"[curves]({(rel / 'curves.png').as_posix()})" if (row.path / "curves.png").is_file() else "",
                  f"[confusion]({(rel / 'eval' / 'test_confusion.png').as_posix()})"
                  if (row.path / "eval" / "test_confusion.png").is_file() else ""]  # fmt: skip
-        lines.append(f"| {row.variant.label} | {row.seed} | `{rel.as_posix()}` | {' | '.join(links)} |")
-    return [*lines, ""]
+        cells.append([row.variant.label, row.seed, f"`{rel.as_posix()}`", *links])
+    return ["### Runs", "", *markdown_table(["row", "seed", "run", "curves", "confusion"], cells,
+                                            left=("row", "run", "curves", "confusion")), ""]
