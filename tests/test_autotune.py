@@ -58,14 +58,23 @@ def steady(precision, channels_last, threads, n):
 
 
 def test_candidates_are_timed_round_robin_each_round_starting_one_later(probe):
-    assert probe.choose()[:3] == ("bf16", True, 2)
+    chosen = probe.choose()
+    assert chosen[:3] == ("bf16", True, 2)
     formats = [ORDER.index(call[:2]) for call in probe.calls[:12]]
     assert formats == [0, 1, 2, 3, 1, 2, 3, 0, 2, 3, 0, 1]  # never one candidate's windows back to back
     threads = [call[2] for call in probe.calls[12:]]
     assert threads == [4, 2, 2, 4, 4, 2] + [2, 1, 1, 2, 2, 1]  # halving, interleaved too, until 1 thread loses
-    choice = autotune.last_choice()
+    choice = chosen.choice
     assert choice["source"] == "probe" and choice["cached"] and choice["rounds"] == autotune.ROUNDS
     assert choice["promised_images_per_s"] == 150 * 1.3
+
+
+def test_the_choice_and_how_it_was_made_come_back_to_the_caller(probe):
+    nothing_to_choose = probe.choose(precision="fp32", channels_last=False, threads=1)
+    assert nothing_to_choose == ("fp32", False, 1, {}, None) and probe.calls == []
+    first, other = probe.choose(key="a"), probe.choose(key="b")  # each call's answer is its own, not the latest one
+    assert first.choice["source"] == other.choice["source"] == "probe"
+    assert first.choice["digest"] != other.choice["digest"] and first.images_per_s == first.choice["images_per_s"]
 
 
 def test_the_probe_restores_the_rng_and_thread_count(probe):
@@ -80,9 +89,10 @@ def test_a_noisy_candidate_is_timed_again_and_cached_once_its_windows_agree(prob
                                                                else 1.0)  # fmt: skip
 
     probe.rates = one_disturbed_window
-    assert probe.choose()[:3] == ("bf16", True, 2)
+    chosen = probe.choose()
+    assert chosen[:3] == ("bf16", True, 2)
     assert len([c for c in probe.calls if c == ("fp32", True, 4)]) == autotune.ROUNDS + 1  # one more round
-    choice = autotune.last_choice()
+    choice = chosen.choice
     assert choice["cached"] and choice["rounds"] == autotune.ROUNDS + 1
     assert autotune.cached_entry(choice["digest"])["rounds"] == autotune.ROUNDS + 1
 
@@ -93,8 +103,9 @@ def test_a_probe_that_stays_noisy_is_used_for_this_process_but_not_cached(probe)
                                                                and n % 2 else 1.0)  # fmt: skip
 
     probe.rates = flickering
-    assert probe.choose()[:3] == ("bf16", True, 2)  # still the best answer for this run
-    choice = autotune.last_choice()
+    chosen = probe.choose()
+    assert chosen[:3] == ("bf16", True, 2)  # still the best answer for this run
+    choice = chosen.choice
     assert choice["rounds"] == autotune.MAX_ROUNDS and choice["spread"] == 2.0
     assert not choice["cached"] and "the machine was busy" in choice["not_cached_because"]
     assert autotune.cached_entry(choice["digest"]) is None
@@ -112,8 +123,9 @@ def test_one_disturbed_window_never_reduces_the_thread_count(probe):
         return steady(precision, channels_last, 4, n) * speed * (0.3 if disturbed else 1.0)
 
     probe.rates = four_threads_faster_but_one_window_disturbed
-    assert probe.choose()[:3] == ("bf16", True, 4)
-    assert autotune.last_choice()["cached"]  # the repeated rounds agreed once the disturbance had passed
+    chosen = probe.choose()
+    assert chosen[:3] == ("bf16", True, 4)
+    assert chosen.choice["cached"]  # the repeated rounds agreed once the disturbance had passed
 
 
 @pytest.mark.parametrize("fewer", [[130, 90, 130], [101, 101, 101]])
@@ -132,10 +144,11 @@ def test_fewer_threads_must_win_every_round_and_by_a_margin(probe, fewer):
 def test_a_busy_machine_is_measured_but_not_cached(probe, monkeypatch):
     ticks = iter([(0.0, 0.0, 0.0)] + [(2.0, 1.0, 1.0)] * 100)  # others: (2 busy - 1 ours) / 1 s = a whole core
     monkeypatch.setattr(autotune, "_cpu_times", lambda: next(ticks))
-    assert probe.choose()[:3] == ("bf16", True, 2)
+    chosen = probe.choose()
+    assert chosen[:3] == ("bf16", True, 2)
     # formats one round only (the answer will not be kept), the thread count still every round
     assert [call[2] for call in probe.calls] == [4] * 4 + [4, 2, 2, 4, 4, 2] + [2, 1, 1, 2, 2, 1]
-    choice = autotune.last_choice()
+    choice = chosen.choice
     assert not choice["cached"] and choice["other_cores"] == 1.0
     assert "the machine was busy (other processes used 1.00 of" in choice["not_cached_because"]
     assert autotune.cached_entry(choice["digest"]) is None
@@ -163,14 +176,13 @@ def test_the_cpu_description_is_read_from_proc_cpuinfo():
 def test_an_entry_made_on_another_cpu_is_not_used(probe, monkeypatch):
     xeon = ("Intel Xeon Platinum 8480+", frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"}))
     monkeypatch.setattr(autotune, "_cpu_info", lambda: xeon)
-    probe.choose()
-    made_there = autotune.last_choice()["digest"]
+    made_there = probe.choose().choice["digest"]
     monkeypatch.setattr(autotune, "_cpu_info", lambda: ("AMD EPYC", frozenset({"avx2"})))
     probe.calls.clear()
-    probe.choose()
-    assert probe.calls and autotune.last_choice()["source"] == "probe"  # measured here, not taken from the Xeon's
-    assert autotune.last_choice()["digest"] != made_there
-    assert set(json.loads(autotune.cache_path().read_text())) == {made_there, autotune.last_choice()["digest"]}
+    here = probe.choose().choice
+    assert probe.calls and here["source"] == "probe"  # measured here, not taken from the Xeon's
+    assert here["digest"] != made_there
+    assert set(json.loads(autotune.cache_path().read_text())) == {made_there, here["digest"]}
 
 
 def test_entries_of_an_older_probe_are_dropped(probe):
@@ -178,29 +190,27 @@ def test_entries_of_an_older_probe_are_dropped(probe):
     old = {"precision": "fp32", "channels_last": False, "threads": 1, "images_per_s": {"fp32/nchw": 409.0},
            "key": {"model": "m", "probe": 3, "cpu": "x86_64"}}  # fmt: skip
     autotune.cache_path().write_text(json.dumps({"0123456789abcdef": old}))
-    probe.choose()
-    assert set(json.loads(autotune.cache_path().read_text())) == {autotune.last_choice()["digest"]}
+    choice = probe.choose().choice
+    assert set(json.loads(autotune.cache_path().read_text())) == {choice["digest"]}
 
 
 def test_a_run_far_slower_than_promised_marks_the_entry_and_the_next_call_probes_again(probe):
-    probe.choose()
-    choice = autotune.last_choice()
+    choice = probe.choose().choice
     digest, promised = choice["digest"], choice["promised_images_per_s"]
     probe.calls.clear()
-    assert probe.choose()[:3] == ("bf16", True, 2) and probe.calls == []  # from the cache
-    assert autotune.last_choice()["source"] == "cache"
+    again = probe.choose()
+    assert again[:3] == ("bf16", True, 2) and probe.calls == []  # from the cache
+    assert again.choice["source"] == "cache"
     assert autotune.check_promise(digest, promised, promised * 0.7) is None  # batching and the optimizer cost that
     message = autotune.check_promise(digest, promised, promised * 0.3)
     assert "30% of the 195 img/s" in message and "measured again by the next run" in message
     assert autotune.cached_entry(digest)["stale"]["reason"].startswith("a run trained at 58 img/s")
-    probe.choose()
-    assert probe.calls and autotune.last_choice()["source"] == "probe"
+    assert probe.choose().choice["source"] == "probe" and probe.calls
     assert autotune.cached_entry(digest).get("stale") is None  # the new measurement replaced it
 
 
 def test_a_promise_against_a_replaced_entry_leaves_the_new_one_alone(probe):
-    probe.choose()
-    digest = autotune.last_choice()["digest"]
+    digest = probe.choose().choice["digest"]
     message = autotune.check_promise(digest, 1_000_000.0, 10.0)  # a promise the entry no longer holds
     assert "measured again or flagged since" in message and not autotune.cached_entry(digest).get("stale")
     uncached = autotune.check_promise("feedfacefeedface", 1000.0, 10.0)
@@ -226,8 +236,7 @@ def _trainer(augment: str = "none", *, streamed: bool = False):
 
 
 def test_promise_watch_checks_the_median_of_the_first_three_epochs_once(probe):
-    probe.choose()
-    choice = autotune.last_choice()
+    choice = probe.choose().choice
     trainer = _trainer()
     logged: list[str] = []
     watch = autotune.PromiseWatch.for_choice(choice, logged.append)
@@ -249,8 +258,7 @@ def test_promise_watch_checks_the_median_of_the_first_three_epochs_once(probe):
 
 
 def test_an_augmented_run_is_held_to_the_lower_floor(probe):
-    probe.choose()
-    choice = autotune.last_choice()
+    choice = probe.choose().choice
     promised = choice["promised_images_per_s"]
     trainer = _trainer("s2")
     logged: list[str] = []
@@ -269,8 +277,7 @@ def test_promise_watch_flags_a_real_run_through_the_engine(probe, data_root, tmp
     from tests.helpers import digits, spec
 
     probe.rates = lambda precision, channels_last, threads, n: 1e9  # a promise no run keeps
-    probe.choose()
-    choice = autotune.last_choice()
+    choice = probe.choose().choice
     logged: list[str] = []
     result = run_spec(spec(digits(data_root), "mnist-722", epochs=3, precision="fp32", channels_last=False, threads=1),
                       out=tmp_path, callbacks=[autotune.PromiseWatch.for_choice(choice, logged.append)])  # fmt: skip

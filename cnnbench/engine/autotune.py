@@ -22,6 +22,10 @@ ran cached 1 thread for mnist-7498, and every later run on the quiet machine tra
 - A run that trains far slower than its choice promised marks the entry stale (PromiseWatch, check_promise), and the
   next run probes again; `cnnbench models --probe MODEL` shows an entry, and `--refresh` measures it again.
 The global RNG and thread count are restored afterwards, so probing does not change a seeded run.
+
+This module measures and decides; the file it remembers in is autotune_cache.py, and holding runs to the promise is
+autotune_promise.py. Their public names are re-exported here, so that `cnnbench.engine.autotune` stays the one module
+to import for the probe.
 """
 
 from __future__ import annotations
@@ -37,21 +41,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from cnnbench.engine import (
-    DEFAULT_THREADS,
-    Callback,
-    EpochResult,
-    InMemoryBatches,
-    Trainer,
-    dense_layers_in_fp32,
-    keep_freed_memory_for_reuse,
+from cnnbench.engine.autotune_cache import PROBE_VERSION, cache_path, cached_entry, read_cache, update_cache
+from cnnbench.engine.autotune_promise import (  # noqa: F401 - re-exported: callers import the probe's names from here
+    PROMISE_EPOCHS,
+    PROMISE_FLOOR,
+    PROMISE_FLOOR_AUGMENTED,
+    PromiseWatch,
+    check_promise,
 )
-from cnnbench.core.storage import write_json_atomic
+from cnnbench.engine.device import DEFAULT_THREADS, dense_layers_in_fp32, keep_freed_memory_for_reuse
+from cnnbench.models import build_model
 
 # About a second per configuration on a quiet 2-core CPU (0.8-2.3 s, mnist-722 to cifar-simple): 4 candidates x 3
 # rounds, then 2 x 3 per halving of threads.
@@ -67,26 +71,11 @@ THREAD_MARGIN = 1.05  # fewer threads must be this much faster (median) as well 
 # core already stalls a many-threaded step at every barrier while it is scheduled. Measured: 0.00-0.03 cores on the
 # quiet VM, 0.6-1.3 while other jobs ran (2-thread steps then up to 80x slower than 1-thread ones).
 BUSY_CORES = 0.25
-# A run is flagged when the median img/s of its first PROMISE_EPOCHS epochs is below this share of the probe's figure
-# for its choice. The probe times bare steps; an epoch adds batching, normalisation, augmentation and the run's own
-# optimizer. Measured on digits (1 thread, median of 3 epochs over the probe's figure): 0.70-1.08 without
-# augmentation (mnist-722, mnist-7498, fit:7500, cifar-simple; batch 32-512), and with augmentation 0.85-1.08 except
-# for the tiny mnist-722, whose step is cheaper than warping its batch: 0.43-0.51 (0.57-0.65 at batch 32). So half,
-# and a quarter for augmented runs, stay clear of normal runs and still catch a choice that went wrong by 2-4x (a
-# 2-thread choice on a machine where a neighbour took a core ran 0.03x).
-PROMISE_FLOOR = 0.5
-PROMISE_FLOOR_AUGMENTED = 0.25
-PROMISE_EPOCHS = 3  # the median of three: the first epoch's one-off costs do not decide alone
-PROBE_VERSION = 4  # part of the cache key: raise it when the engine's speed or the probe changes (4: machine, rounds)
 # Instruction sets that change which precision and kernels win (x86: AVX2, AVX-512, bf16 dot products, AMX; Arm:
 # NEON, SVE, bf16).
 DECISIVE_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "asimd", "sve", "sve2", "bf16")
 
 Variant = tuple[str, bool, int]  # precision, channels_last, threads
-
-
-def cache_path() -> Path:
-    return Path(os.environ.get("CNNBENCH_CACHE", Path.home() / ".cache" / "cnnbench")) / "autotune.json"
 
 
 def bf16_supported() -> bool:
@@ -160,52 +149,51 @@ def probe_key(input_shape: tuple[int, int, int], batch_size: int, *, key: dict[s
 
 # --- the choice -------------------------------------------------------------------------------------------------------
 
-_last_choice: dict[str, Any] | None = None
+class FormatChoice(NamedTuple):
+    """What choose_cpu_format decided. A tuple, so `precision, channels_last, threads, images_per_s, choice = ...`."""
+
+    precision: str
+    channels_last: bool
+    threads: int
+    images_per_s: dict  # the timings: images/s per candidate, {} when nothing was measured
+    # How it was decided: digest (the cache entry), source ("cache" or "probe"), cached, not_cached_because (None, or
+    # why a probe's answer is for this process only), promised_images_per_s (the probe's figure for the choice: what
+    # PromiseWatch holds a run to), measured (when), the choice and its timings. None when the options left nothing to
+    # choose.
+    choice: dict[str, Any] | None = None
 
 
 def choose_cpu_format(model: nn.Module, input_shape: tuple[int, int, int], batch_size: int, *, key: dict[str, Any],
                       precision: str = "auto", channels_last: bool | None = None, threads: int | None = None,
-                      refresh: bool = False) -> tuple[str, bool, int, dict]:  # fmt: skip
-    """(precision, channels_last, threads, timings in images/s) for training `model` on the CPU.
+                      refresh: bool = False) -> FormatChoice:  # fmt: skip
+    """Precision, channels_last, threads and timings in images/s for training `model` on the CPU, and how they were
+    decided (FormatChoice.choice).
 
     From the cache when this machine has a fresh entry for the configuration (and not `refresh`), else measured:
     formats on all threads, then the winner on half as many, and so on while fewer win every round. A trustworthy
-    measurement is cached. last_choice() then says where the answer came from and what it promised. The thread count
-    is restored afterwards: the caller applies the choice."""
-    global _last_choice
-    _last_choice = None
+    measurement is cached. The thread count is restored afterwards: the caller applies the choice."""
     options, counts = candidates(precision, channels_last), thread_counts(threads)
     if len(options) == 1 and len(counts) == 1:
-        return options[0][0], options[0][1], counts[0], {}
+        return FormatChoice(options[0][0], options[0][1], counts[0], {})
     full_key, digest = probe_key(input_shape, batch_size, key=key, precision=precision, channels_last=channels_last,
                                  threads=threads)  # fmt: skip
-    hit = _read_cache().get(digest)
+    hit = read_cache().get(digest)
     if hit is not None and not refresh and not hit.get("stale"):
-        _last_choice = {"digest": digest, "source": "cache", "cached": True, "not_cached_because": None,
-                        **_summary(hit)}  # fmt: skip
-        return hit["precision"], hit["channels_last"], hit["threads"], hit["images_per_s"]
+        choice = {"digest": digest, "source": "cache", "cached": True, "not_cached_because": None, **_summary(hit)}
+        return FormatChoice(hit["precision"], hit["channels_last"], hit["threads"], hit["images_per_s"], choice)
     outcome = _probe(model, input_shape, batch_size, options, counts)
     entry = {"precision": outcome.precision, "channels_last": outcome.channels_last, "threads": outcome.threads,
              "images_per_s": outcome.images_per_s, "promised_images_per_s": outcome.promised,
              "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rounds": outcome.rounds, "spread": outcome.spread,
              "other_cores": outcome.other_cores, "key": full_key}  # fmt: skip
-    cached = outcome.not_cached_because is None and _update_cache(lambda cache: cache.__setitem__(digest, entry))
+    cached = outcome.not_cached_because is None and update_cache(lambda cache: cache.__setitem__(digest, entry))
     reason = outcome.not_cached_because or (None if cached else f"{cache_path()} could not be written")
-    _last_choice = {"digest": digest, "source": "probe", "cached": cached, "not_cached_because": reason,
-                    **_summary(entry)}  # fmt: skip
-    return outcome.precision, outcome.channels_last, outcome.threads, outcome.images_per_s
-
-
-def last_choice() -> dict[str, Any] | None:
-    """What the last choose_cpu_format call in this process decided and how: digest (the cache entry), source
-    ("cache" or "probe"), cached, not_cached_because (None, or why a probe's answer is for this process only),
-    promised_images_per_s (the probe's figure for the choice: what PromiseWatch holds a run to), measured (when), the
-    choice and its timings. None when the options left nothing to choose."""
-    return dict(_last_choice) if _last_choice is not None else None
+    choice = {"digest": digest, "source": "probe", "cached": cached, "not_cached_because": reason, **_summary(entry)}
+    return FormatChoice(outcome.precision, outcome.channels_last, outcome.threads, outcome.images_per_s, choice)
 
 
 def describe_choice(choice: dict[str, Any]) -> str:
-    """The log line for a choice (last_choice()): what was chosen, the figures, and whether it is remembered."""
+    """The log line for a choice (FormatChoice.choice): what was chosen, the figures, and whether it is remembered."""
     layout = "channels_last" if choice["channels_last"] else "contiguous"
     figures = ", ".join(f"{name} {rate:,.0f} img/s" for name, rate in choice["images_per_s"].items())
     if choice["source"] == "cache":
@@ -404,101 +392,6 @@ def _other_cores(start: tuple[float, float, float] | None, end: tuple[float, flo
     return max(0.0, (busy - own) / wall)
 
 
-# --- the cache --------------------------------------------------------------------------------------------------------
-
-
-def cached_entry(digest: str) -> dict[str, Any] | None:
-    return _read_cache().get(digest)
-
-
-def _read_cache() -> dict[str, Any]:
-    try:
-        cache = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return cache if isinstance(cache, dict) else {}
-
-
-def _update_cache(change: Callable[[dict[str, Any]], None]) -> bool:
-    """Read the cache afresh (another process may have added entries since), apply `change`, drop entries an older
-    probe made (keyed without the machine, they can never match again) and write it; False when it cannot be written
-    (a read-only home only costs a probe next time)."""
-    cache = {digest: entry for digest, entry in _read_cache().items()
-             if isinstance(entry, dict) and entry.get("key", {}).get("probe") == PROBE_VERSION}  # fmt: skip
-    change(cache)
-    try:
-        write_json_atomic(cache_path(), cache)
-    except OSError:
-        return False
-    return True
-
-
-# --- holding a run to the promise -------------------------------------------------------------------------------------
-
-
-def check_promise(digest: str, promised: float, measured: float, *, floor: float = PROMISE_FLOOR) -> str | None:
-    """None when a run's measured img/s keeps the probe's promise for its choice (at least `floor` of it); else a log
-    line, and the cache entry (when it still holds that promise) is marked stale so the next run with this
-    configuration probes again."""
-    if not promised or measured >= floor * promised:
-        return None
-    outcome = []
-
-    def mark(cache: dict[str, Any]) -> None:
-        entry = cache.get(digest)
-        if entry is None:
-            outcome.append("the choice was not cached, so the next run measures again anyway")
-        elif entry.get("promised_images_per_s") != promised or entry.get("stale"):
-            # Another process measured again or flagged it since this run read it: leave its word standing.
-            outcome.append("its cache entry has been measured again or flagged since this run read it")
-        else:
-            entry["stale"] = {"reason": f"a run trained at {measured:,.0f} img/s of {promised:,.0f} promised",
-                              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
-            outcome.append("the cached choice will be measured again by the next run")
-
-    if cached_entry(digest) is None:
-        mark({})
-    elif not _update_cache(mark):
-        outcome[:] = [f"{cache_path()} could not be written, so the cached choice stands"]
-    return (f"this run trains at {measured:,.0f} img/s, {measured / promised:.0%} of the {promised:,.0f} img/s the CPU "
-            f"format probe measured for its choice: the machine is busier than when it was probed, or the choice does "
-            f"not suit it; {outcome[0]}")  # fmt: skip
-
-
-class PromiseWatch(Callback):
-    """Holds a run to its CPU format choice: after PROMISE_EPOCHS epochs, the median img/s goes to check_promise (with
-    the lower floor when the run augments) and its message, if any, to `log`. Runs whose batches stream from image
-    files are not checked (decoding, not the format, sets their speed), nor runs of several processes (each process
-    trains a share of every batch)."""
-
-    def __init__(self, digest: str, promised: float, log: Callable[[str], None] | None = None) -> None:
-        self.digest, self.promised, self.log = digest, promised, log
-        self.rates: list[float] | None = []  # None once checked, or when the run is not comparable
-
-    @classmethod
-    def for_choice(cls, choice: dict[str, Any] | None, log: Callable[[str], None] | None = None) -> PromiseWatch | None:
-        """The watch for a last_choice(), or None when nothing was measured."""
-        if not choice or not choice.get("promised_images_per_s"):
-            return None
-        return cls(choice["digest"], choice["promised_images_per_s"], log)
-
-    def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
-        if self.rates is None:
-            return
-        if not isinstance(trainer.train_batches, InMemoryBatches) or trainer.world > 1:
-            self.rates = None
-            return
-        self.rates.append(result.images_per_s)
-        if len(self.rates) < PROMISE_EPOCHS:
-            return
-        augmented = getattr(getattr(trainer.preprocess, "augment", None), "enabled", False)
-        floor = PROMISE_FLOOR_AUGMENTED if augmented else PROMISE_FLOOR
-        message = check_promise(self.digest, self.promised, statistics.median(self.rates), floor=floor)
-        self.rates = None
-        if message and self.log is not None:
-            self.log(message)
-
-
 # --- `cnnbench models --probe` ----------------------------------------------------------------------------------------
 
 
@@ -507,8 +400,6 @@ def probe_report(name: str, input_spec: Any, batch_size: int, *, refresh: bool =
     """The cached choice for training model `name` at `input_spec` and `batch_size` on this CPU, with every option
     left to the probe (what `train` without --precision/--channels-last/--threads would use); `refresh` measures it
     again first. Keyed as resources.choose_format keys it: {"model": the resolved ModelSpec}."""
-    from cnnbench.models import build_model
-
     model, model_spec = build_model(name, input_spec)
     shape = (input_spec.channels, input_spec.height, input_spec.width)
     key = {"model": model_spec.to_dict()}
@@ -518,8 +409,7 @@ def probe_report(name: str, input_spec: Any, batch_size: int, *, refresh: bool =
     if refresh:
         if log is not None:
             log(f"measuring {name} at {input_spec.describe()}, batch {batch_size} (about a second)")
-        choose_cpu_format(model, shape, batch_size, key=key, refresh=True)
-        report["measured_now"] = last_choice()
+        report["measured_now"] = choose_cpu_format(model, shape, batch_size, key=key, refresh=True).choice
     entry = cached_entry(digest)
     report["entry"] = None if entry is None else _summary(entry)
     return report

@@ -65,7 +65,7 @@ class Format(NamedTuple):
     channels_last: bool
     threads: int | None  # CPU threads; None leaves PyTorch's default
     probe: dict  # the CPU probe's images/s per candidate, {} when nothing was measured
-    choice: dict | None = None  # autotune.last_choice(): its cache entry, what it promised, whether it was cached
+    choice: dict | None = None  # autotune's FormatChoice.choice: its cache entry, what it promised, whether cached
 
 
 def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log) -> Format:
@@ -81,14 +81,13 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
         key = json.dumps([model_spec.to_dict(), vars(spec), config.batch_size, config.precision, config.channels_last,
                           config.threads], sort_keys=True, default=str)  # fmt: skip
         if key not in _formats:
-            from cnnbench.engine.autotune import choose_cpu_format, describe_choice, last_choice
+            from cnnbench.engine.autotune import choose_cpu_format, describe_choice
 
-            chosen, channels_last, threads, probe = choose_cpu_format(
+            chosen, channels_last, threads, probe, choice = choose_cpu_format(
                 model, (spec.channels, spec.height, spec.width), config.batch_size,
                 key={"model": model_spec.to_dict()}, precision=config.precision, channels_last=config.channels_last,
                 threads=config.threads)  # fmt: skip
-            choice = last_choice()  # None when every option was given: nothing measured, nothing promised
-            if choice is not None:
+            if choice is not None:  # None when every option was given: nothing measured, nothing promised
                 log(describe_choice(choice))
             _formats[key] = Format(chosen, channels_last, threads, probe, choice)
         return _formats[key]
