@@ -49,12 +49,8 @@ def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, log: Log | N
         spec = replace(spec, model=replace(spec.model, weights=f"run:{first.run.path}", name=None),
                        train=replace(config, head_epochs=0, head_lr=None))  # fmt: skip
 
-    def planned(prepared: Prepared) -> ModelPlan:
-        result = plan(prepared, spec, log)
-        result.extra.update(extra)
-        return result
-
-    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks)
+    return train_with_plan(spec, lambda prepared: plan(prepared, spec, log), out=out, progress=progress, log=log,
+                           callbacks=callbacks, extra=extra)
 
 
 def restore(saved: RunConfig, plan: ModelPlan, config: TrainConfig) -> None:

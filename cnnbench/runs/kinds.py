@@ -36,13 +36,14 @@ class RunKind:
 
 
 KINDS: Registry[RunKind] = Registry("run kind")
-KINDS.register("train", RunKind(name="train", description="a model trained from scratch", start=scratch.start,
-                                restore=scratch.restore))  # fmt: skip
-KINDS.register("finetune", RunKind(name="finetune", description="transfer learning: weights, a head, a freezing policy",
-                                   start=finetune.start, restore=finetune.restore))  # fmt: skip
-KINDS.register("prune", RunKind(name="prune", description="a parent run's weights pruned, then fine-tuned",
-                                start=prune.start, restore=prune.restore))  # fmt: skip
-
+for _kind in (
+    RunKind(name="train", description="a model trained from scratch", start=scratch.start, restore=scratch.restore),
+    RunKind(name="finetune", description="transfer learning: weights, a head, a freezing policy", start=finetune.start,
+            restore=finetune.restore),
+    RunKind(name="prune", description="a parent run's weights pruned, then fine-tuned", start=prune.start,
+            restore=prune.restore),
+):
+    KINDS.register(_kind.name, _kind)
 
 def run(spec: RunSpec, *, kind: str | None = None, request: Any = None, out: Path = Path("results/runs"),
         progress: Any = None, log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = (),

@@ -161,9 +161,10 @@ class RunWriter(Callback):
 
 def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], *, out: Path | None = None,
                     run_dir: RunDir | None = None, state: dict[str, Any] | None = None, progress: Any = None,
-                    log: Log | None = None,
-                    callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
-    """The one training path behind every kind of run: everything but how the model is made.
+                    log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = (),
+                    extra: dict[str, Any] | None = None) -> RunResult:  # fmt: skip
+    """The one training path behind every kind of run: everything but how the model is made. `extra` (a caller's
+    records, such as a search's trial) joins the plan's own sections in config.json.
 
     A new run directory is locked as soon as it exists (a resumed one by resume_run) and stays locked until the
     summary is written: one writer per run (runlock.py)."""
@@ -184,6 +185,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     prepared = resources.prepared(data, log=log)
     seed_everything(config.seed, config.deterministic)
     plan = plan_model(prepared)
+    plan.extra.update(extra or {})
     model, model_spec = plan.model, plan.spec
     if spec.model.name is None:  # the spec records the model actually built (a default, or a parent run's)
         spec = replace(spec, model=replace(spec.model, name=model_spec.name))

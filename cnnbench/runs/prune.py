@@ -46,11 +46,9 @@ def start(spec: RunSpec, child: PruneChild, *, out: Path, progress: Any, log: Lo
     say = log or (lambda message: None)
 
     def planned(prepared) -> ModelPlan:
-        result = plan(prepared, request=child.request, kind=child.kind, target=child.target, log=say)
-        result.extra.update(extra)
-        return result
+        return plan(prepared, request=child.request, kind=child.kind, target=child.target, log=say)
 
-    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks)
+    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks, extra=extra)
 
 
 METHODS = ("magnitude", "global", "structured")

@@ -24,12 +24,8 @@ def plan(spec: RunSpec, prepared: Prepared) -> ModelPlan:
 
 def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, log: Log | None, callbacks: tuple[Any, ...],
           extra: dict[str, Any]) -> RunResult:  # fmt: skip
-    def planned(prepared: Prepared) -> ModelPlan:
-        result = plan(spec, prepared)
-        result.extra.update(extra)
-        return result
-
-    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks)
+    return train_with_plan(spec, lambda prepared: plan(spec, prepared), out=out, progress=progress, log=log,
+                           callbacks=callbacks, extra=extra)
 
 
 def restore(saved: RunConfig, plan: ModelPlan, config: TrainConfig) -> None:
