@@ -6,6 +6,7 @@ The timings are scripted (a fake `_images_per_s`), so these tests take no measur
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -235,53 +236,61 @@ def _trainer(augment: str = "none", *, streamed: bool = False):
     return SimpleNamespace(train_batches=batches, world=1, preprocess=SimpleNamespace(augment=parse_augment(augment)))
 
 
-def test_promise_watch_checks_the_median_of_the_first_three_epochs_once(probe):
+def _promise_lines(caplog) -> list[str]:
+    """What the promise watch logged (its module's lines only)."""
+    return [r.getMessage() for r in caplog.records if r.name == "cnnbench.engine.autotune_promise"]
+
+
+def test_promise_watch_checks_the_median_of_the_first_three_epochs_once(probe, caplog):
+    caplog.set_level(logging.INFO, logger="cnnbench")
     choice = probe.choose().choice
     trainer = _trainer()
-    logged: list[str] = []
-    watch = autotune.PromiseWatch.for_choice(choice, logged.append)
+    watch = autotune.PromiseWatch.for_choice(choice)
     for rate in (10, 190, 20):  # a slow first epoch alone would not do it; the median of three (20) does
-        assert not logged
+        assert not _promise_lines(caplog)
         watch.on_epoch_end(trainer, _epoch(rate))
+    logged = _promise_lines(caplog)
     assert len(logged) == 1 and "20 img/s" in logged[0]
     assert autotune.cached_entry(choice["digest"])["stale"]
     watch.on_epoch_end(trainer, _epoch(1))
-    assert len(logged) == 1  # once per run
+    assert len(_promise_lines(caplog)) == 1  # once per run
 
-    quiet: list[str] = []
+    caplog.clear()
     streamed = _trainer(streamed=True)  # file-backed batches: decoding sets the speed
-    watch = autotune.PromiseWatch.for_choice(choice, quiet.append)
+    watch = autotune.PromiseWatch.for_choice(choice)
     for rate in (1, 1, 1):
         watch.on_epoch_end(streamed, _epoch(rate))
-    assert not quiet
+    assert not _promise_lines(caplog)
     assert autotune.PromiseWatch.for_choice(None) is None
 
 
-def test_an_augmented_run_is_held_to_the_lower_floor(probe):
+def test_an_augmented_run_is_held_to_the_lower_floor(probe, caplog):
+    caplog.set_level(logging.INFO, logger="cnnbench")
     choice = probe.choose().choice
     promised = choice["promised_images_per_s"]
     trainer = _trainer("s2")
-    logged: list[str] = []
-    watch = autotune.PromiseWatch.for_choice(choice, logged.append)
+    watch = autotune.PromiseWatch.for_choice(choice)
     for _ in range(3):  # 40%: what warping a batch costs the tiny mnist-722, a normal run
         watch.on_epoch_end(trainer, _epoch(0.4 * promised))
-    assert not logged
-    watch = autotune.PromiseWatch.for_choice(choice, logged.append)
+    assert not _promise_lines(caplog)
+    watch = autotune.PromiseWatch.for_choice(choice)
     for _ in range(3):
         watch.on_epoch_end(trainer, _epoch(0.2 * promised))
+    logged = _promise_lines(caplog)
     assert len(logged) == 1 and "20% of the" in logged[0]
 
 
-def test_promise_watch_flags_a_real_run_through_the_engine(probe, data_root, tmp_path):
+def test_promise_watch_flags_a_real_run_through_the_engine(probe, data_root, tmp_path, caplog):
     from cnnbench.runs.kinds import run as run_spec
     from tests.helpers import digits, spec
 
     probe.rates = lambda precision, channels_last, threads, n: 1e9  # a promise no run keeps
     choice = probe.choose().choice
-    logged: list[str] = []
+    caplog.set_level(logging.INFO, logger="cnnbench")
     result = run_spec(spec(digits(data_root), "mnist-722", epochs=3, precision="fp32", channels_last=False, threads=1),
-                      out=tmp_path, callbacks=[autotune.PromiseWatch.for_choice(choice, logged.append)])  # fmt: skip
+                      out=tmp_path, callbacks=[autotune.PromiseWatch.for_choice(choice)])  # fmt: skip
     assert result.status == "completed"
+    logged = _promise_lines(caplog)
     assert len(logged) == 1 and "the cached choice will be measured again by the next run" in logged[0]
     assert autotune.cached_entry(choice["digest"])["stale"]
 

@@ -256,13 +256,12 @@ def test_a_fixed_class_list_with_a_class_missing_is_refused(tmp_path):
         prepare(PrepareOptions(dataset="pets", root=tmp_path, size=8))
 
 
-def test_a_class_too_small_for_the_splits(tmp_path):
+def test_a_class_too_small_for_the_splits(tmp_path, caplog):
     tree = tmp_path / "tree"
     write_image_folder(tree, {"ant": 10, "bee": 10, "rare": 1})
-    logs = []
-    prepared = prepare(PrepareOptions(dataset=f"folder:{tree}", root=tmp_path / "data", size=8), log=logs.append)
+    prepared = prepare(PrepareOptions(dataset=f"folder:{tree}", root=tmp_path / "data", size=8))
     assert prepared.manifest["counts"]["train"]["per_class"][2] == 1  # learned from its one image...
-    assert any("'rare' (none in val or test)" in line for line in logs)  # ...and the user told it is not measured
+    assert any("'rare' (none in val or test)" in r.message and r.levelname == "WARNING" for r in caplog.records)  # ...and the user told it is not measured
     with pytest.raises(UsageError, match=r"class 'rare' has no image in the train split \(0 in train, 1 in val"):
         prepare(PrepareOptions(dataset=f"folder:{tree}", root=tmp_path / "data", size=8, split=(0.4, 0.3, 0.3)))
 
@@ -388,15 +387,14 @@ def test_a_damaged_tensor_file_is_never_used(cli, digits_cache, name, damage):
 
 
 @pytest.mark.parametrize("content", ["{not json", '{"storage": "memory"}', "[1, 2]", ""])
-def test_a_damaged_manifest_means_prepare_again(digits_cache, content):
+def test_a_damaged_manifest_means_prepare_again(digits_cache, content, caplog):
     options, prepared = digits_cache
     (prepared.directory / "manifest.json").write_text(content)
-    logs = []
-    again = load_or_prepare(options, log=logs.append)
+    again = load_or_prepare(options)
     assert again.directory == prepared.directory
     assert again.manifest["split_hashes"] == prepared.manifest["split_hashes"]
     assert torch.equal(again.splits["train"].images, prepared.splits["train"].images)
-    assert any("manifest.json is damaged" in line and "preparing again" in line for line in logs)
+    assert any("manifest.json is damaged" in line and "preparing again" in line for line in caplog.messages)
     assert [p.name for p in prepared.directory.parent.iterdir()] == [prepared.directory.name]  # nothing left aside
 
 

@@ -8,6 +8,7 @@ keeps the real files, with one tensor set to a known value so loading them can b
 from __future__ import annotations
 
 import json
+import logging
 import urllib.error
 from pathlib import Path
 
@@ -245,19 +246,21 @@ def test_freeze_bn_keeps_every_batchnorm_exact_while_convolutions_train(cli, dat
 # --- 4. cached backbone features --------------------------------------------------------------------------------------
 
 
-def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_path):
+def test_cached_and_live_frozen_backbones_train_the_same_head(data_root, tmp_path, caplog):
     """On the CPU in fp32, where equal is exact; on an H200 in bf16 the two heads differed beyond 1e-5 after two epochs
     (bf16 rounding of the features the two paths feed the head; not investigated further)."""
     state = torchvision_state("resnet18", seed=3)  # BatchNorm with non-trivial running statistics
     weights = tmp_path / "resnet18.pth"
     torch.save(state, weights)
     data = PrepareOptions(dataset="digits", root=data_root, size=32)
+    caplog.set_level(logging.INFO, logger="cnnbench")
     runs, logs = {}, {}
     for cache in (True, False):
-        logs[cache] = []
+        caplog.clear()
         config = finetune_spec(data, backbone="resnet18", weights=str(weights), freeze="all", epochs=2, batch_size=64,
                                lr=3e-3, seed=5, cache_features=cache, device="cpu")  # fmt: skip
-        result = run_spec(config, out=tmp_path / f"cache-{cache}", log=logs[cache].append)
+        result = run_spec(config, out=tmp_path / f"cache-{cache}")
+        logs[cache] = list(caplog.messages)
         assert result.status == "completed"
         runs[cache] = result.run
     assert any("features computed once" in line for line in logs[True])
@@ -458,15 +461,15 @@ def test_seed_aliases_resolve_to_the_closest_torchvision_backbone_with_a_note():
         resolve_backbone("resnet51")
 
 
-def test_an_alias_is_recorded_in_the_run(data_root, tmp_path):
-    logs: list[str] = []
+def test_an_alias_is_recorded_in_the_run(data_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cnnbench")
     result = run_spec(finetune_spec(PrepareOptions(dataset="digits", root=data_root, size=32, classes=2),
                                     backbone="resnet50v2", weights="none", epochs=1, seed=0),
-                      out=tmp_path, log=logs.append)  # fmt: skip
+                      out=tmp_path)  # fmt: skip
     config = result.run.config()
     assert config["model"]["name"] == config["finetune"]["backbone"] == "resnet50"
     assert config["finetune"]["weights"]["alias"].startswith("resnet50v2 -> resnet50")
-    assert any(line.startswith("note: resnet50v2 -> resnet50") for line in logs)
+    assert any(line.startswith("note: resnet50v2 -> resnet50") for line in caplog.messages)
 
 
 def test_finetune_models_are_ordinary_rebuildable_runs(data_root, tmp_path):

@@ -111,7 +111,7 @@ def test_a_study_whose_run_fails_exits_1_not_as_if_interrupted(cli, data_root, t
     result = cli("study", "diverging", "--root", data_root, "--out", tmp_path, "--quiet")
     assert result.code == 1 and "diverged" in result.err and "interrupted" not in result.err
     with pytest.raises(CheckFailed):
-        diverging(study.StudyContext(out=tmp_path / "again", root=data_root, epochs=None, log=print,
+        diverging(study.StudyContext(out=tmp_path / "again", root=data_root, epochs=None,
                                      progress=lambda label: __import__("contextlib").nullcontext()))
 
 

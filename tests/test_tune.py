@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -33,10 +34,14 @@ def states(folder: Path, study: str) -> list[tuple[str, dict]]:
     return [(t.state.name, t.params) for t in optuna.load_study(study_name=study, storage=storage).trials]
 
 
-def test_a_small_study_runs_exactly_the_trials_asked_and_writes_its_tables(data_root, tmp_path):
+def test_a_small_study_runs_exactly_the_trials_asked_and_writes_its_tables(data_root, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="cnnbench")
     space = parse_space(LR_SPACE, "test")
     options = TuneOptions(study="small", folder=tmp_path / "small", n_trials=3, seed=1)
-    summary = tune(base(data_root), "small", space, options, log=lambda m: None)
+    summary = tune(base(data_root), "small", space, options)
+    # one line per trial; the trials' own runs keep their info lines ("run directory: ...") to themselves
+    assert sum(line.startswith("trial ") for line in caplog.messages) == 3, caplog.messages
+    assert not any(line.startswith("run directory:") for line in caplog.messages)
     assert [s for s, _ in states(options.folder, "small")] == ["COMPLETE"] * 3
     assert summary["complete"] == 3 and 0 < summary["best"]["value"] <= 1
     trials = (options.folder / "trials.csv").read_text().splitlines()
@@ -48,13 +53,13 @@ def test_a_small_study_runs_exactly_the_trials_asked_and_writes_its_tables(data_
     best = json.loads((options.folder / "best.json").read_text())
     assert resolve({}, options.folder / "best.json").train.lr == best["train"]["lr"]  # train --config takes it
     assert (options.folder / "history.png").stat().st_size > 1000
-    again = tune(base(data_root), "small", space, options, log=lambda m: None)  # the same command: nothing to add
+    again = tune(base(data_root), "small", space, options)  # the same command: nothing to add
     assert again["complete"] == 3 and len(list((options.folder / "trials").iterdir())) == 3
 
 
 def test_repeats_train_each_configuration_with_several_seeds(data_root, tmp_path):
     options = TuneOptions(study="rep", folder=tmp_path / "rep", n_trials=1, repeats=2)
-    summary = tune(base(data_root, **{"train.epochs": 1}), "rep", parse_space(LR_SPACE, "t"), options, log=print)
+    summary = tune(base(data_root, **{"train.epochs": 1}), "rep", parse_space(LR_SPACE, "t"), options)
     seeds = sorted(json.loads((r / "config.json").read_text())["spec"]["train"]["seed"]
                    for r in (options.folder / "trials").iterdir())  # fmt: skip
     assert seeds == [0, 1] and summary["complete"] == 1
@@ -63,8 +68,7 @@ def test_repeats_train_each_configuration_with_several_seeds(data_root, tmp_path
 def test_over_budget_architectures_are_rejected_without_training(data_root, tmp_path):
     _, space = load_space("arch")
     options = TuneOptions(study="tiny", folder=tmp_path / "tiny", n_trials=3, max_params=722, seed=3)
-    summary = tune(base(data_root, **{"model.name": "arch", "train.epochs": 1}), "arch", space, options,
-                   log=lambda m: None)  # fmt: skip
+    summary = tune(base(data_root, **{"model.name": "arch", "train.epochs": 1}), "arch", space, options)
     trials = states(options.folder, "tiny")
     assert sum(s == "COMPLETE" for s, _ in trials) == 3 and summary["complete"] == 3
     runs = list((options.folder / "trials").iterdir())
@@ -79,7 +83,7 @@ def test_the_median_pruner_stops_a_hopeless_trial(data_root, tmp_path):
     study = open_study(options, space)
     for lr in (3e-2, 2e-2, 1e-2, 1e-9):  # the hopeless one last, after the median has three curves
         study.enqueue_trial({"train.lr": lr})
-    tune(base(data_root, **{"train.epochs": 6}), "prune", space, options, log=lambda m: None)
+    tune(base(data_root, **{"train.epochs": 6}), "prune", space, options)
     trials = states(options.folder, "prune")
     assert [s for s, _ in trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
     pruned = [r for r in (options.folder / "trials").iterdir()
@@ -226,7 +230,7 @@ def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path
     held = []
     real = loop.recover_dead_trials
 
-    def recover_checking_the_lock(study, log):
+    def recover_checking_the_lock(study):
         with open(options.folder / ".ask.lock", "a+") as handle:  # a second open file: flock conflicts if held
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -234,10 +238,10 @@ def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path
                 fcntl.flock(handle, fcntl.LOCK_UN)
             except BlockingIOError:
                 held.append(True)
-        return real(study, log)
+        return real(study)
 
     monkeypatch.setattr(loop, "recover_dead_trials", recover_checking_the_lock)  # where the loop looks it up
-    tune(base(data_root, **{"train.epochs": 1}), "locked", parse_space(LR_SPACE, "t"), options, log=lambda m: None)
+    tune(base(data_root, **{"train.epochs": 1}), "locked", parse_space(LR_SPACE, "t"), options)
     assert held == [True]
 
 
@@ -273,7 +277,7 @@ def test_a_two_phase_fine_tune_trial_reports_and_records_the_epochs_of_both_phas
     finetune = finetune_spec(digits(data_root), weights=f"run:{parent.path}", freeze="none", epochs=2, head_epochs=1,
                              batch_size=128)  # fmt: skip
     options = TuneOptions(study="phases", folder=tmp_path / "phases", n_trials=1)
-    tune(finetune, "phases", parse_space({"train.lr": {"choices": [1e-3]}}, "t"), options, log=lambda m: None)
+    tune(finetune, "phases", parse_space({"train.lr": {"choices": [1e-3]}}, "t"), options)
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(options.folder / "study.journal")))
     (trial,) = optuna.load_study(study_name="phases", storage=storage).trials
     assert trial.state.name == "COMPLETE" and sorted(trial.intermediate_values) == [1, 2, 3]

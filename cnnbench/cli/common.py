@@ -6,7 +6,9 @@ Nothing here imports torch, so `cnnbench --help` stays fast.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +18,8 @@ from rich.console import Console
 from rich.text import Text
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
-QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log lines on stderr.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info lines on stderr (warnings still "
+                                         "print).")]
 RootOption = Annotated[Path, typer.Option("--root", help="Folder the datasets live in (torchvision's layout).")]
 DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="A name from `cnnbench datasets`, or folder:PATH.")]
 SplitOption = Annotated[
@@ -37,8 +40,11 @@ StorageOption = Annotated[str, typer.Option("--storage", help="auto | memory | f
                                             "while training).")]
 
 
+@functools.cache
 def stderr() -> Console:
-    # Made on demand rather than at import, so output capture in tests (and redirected stderr) is honoured.
+    """The one stderr console of the process, shared by the progress bars and the log handler: rich prints a log line
+    above a live bar only when both go through the same console. A console made with stderr=True looks up
+    sys.stderr on every write, so output capture in tests (and redirected stderr) is honoured."""
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -53,9 +59,43 @@ def cells(*values: object) -> list[Text]:
     return [Text(str(value)) for value in values]
 
 
-def log_to_stderr(quiet: bool = False):
+def configure_logging(quiet: bool = False) -> None:
+    """Send cnnbench's log lines to stderr for this command: rich's handler on a terminal (lines above the live
+    progress bar), the bare message otherwise (a CI log, a pipe). --quiet keeps warnings and drops the rest.
+
+    Called by each command, replacing the handler an earlier call in the same process attached (the tests run many
+    commands in one process)."""
+    from rich.highlighter import NullHighlighter
+    from rich.logging import RichHandler
+
+    from cnnbench.core.logs import ROOT, PlainFormatter
+
+    logger = logging.getLogger(ROOT)
+    for handler in [h for h in logger.handlers if getattr(h, "cnnbench_cli", False)]:
+        logger.removeHandler(handler)
     console = stderr()
-    return (lambda message: None) if quiet else (lambda message: console.print(message, markup=False))
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_time=False, show_level=False, show_path=False,
+                                               markup=False, highlighter=NullHighlighter(), keywords=[])  # fmt: skip
+    else:
+        handler = _CurrentStderr()
+    handler.setFormatter(PlainFormatter())
+    handler.cnnbench_cli = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A stream handler that writes to whatever sys.stderr is when a line is logged, not when it was made (a test's
+    captured stderr is gone after its command; a caller may redirect stderr between commands)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property above answers instead
+        pass
 
 
 def emit_json(obj: Any) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, cells, emit_json, log_to_stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
 
 
 def evaluate(
@@ -25,8 +25,9 @@ def evaluate(
     from cnnbench.evaluate.evaluation import evaluate_run
     from cnnbench.core.plots import GALLERY_LIMIT
 
+    configure_logging(quiet)
     result = evaluate_run(run_dir, split=split, checkpoint=checkpoint, root=root, device=device,
-                          batch_size=batch_size, log=log_to_stderr(quiet))  # fmt: skip
+                          batch_size=batch_size)  # fmt: skip
     if json_output:
         emit_json(result)
         return

@@ -5,7 +5,7 @@ from typing import Any
 import typer
 
 from cnnbench.cli import training_options as T
-from cnnbench.cli.common import JsonFlag, QuietFlag, log_to_stderr
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging
 
 
 @T.with_spec_options("finetune")
@@ -19,7 +19,8 @@ def finetune(
     from cnnbench.spec.run import base_for, resolve
     from cnnbench.runs.kinds import run
 
+    configure_logging(quiet)
     spec = resolve(T.passed_values(ctx, "finetune"), options["config"], base=base_for("finetune"))
     with T.progress_display(quiet) as progress:
-        result = run(spec, out=options["out"], progress=progress, log=log_to_stderr(quiet))
+        result = run(spec, out=options["out"], progress=progress)
     T.show_result(result, json_output=json_output)

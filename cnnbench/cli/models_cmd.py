@@ -11,8 +11,8 @@ from cnnbench.cli.common import (
     JsonFlag,
     SizeOption,
     cells,
+    configure_logging,
     emit_json,
-    log_to_stderr,
     stdout,
 )
 
@@ -85,8 +85,8 @@ def _show_probe(name: str, spec, batch_size: int | None, refresh: bool, json_out
         raise typer.BadParameter(f"{name} is sized for a dataset; pass --dataset", param_hint="--dataset")
     if batch_size is not None and batch_size < 1:
         raise typer.BadParameter(f"bad --batch-size {batch_size}: expected 1 or more", param_hint="--batch-size")
-    report = probe_report(name, spec, batch_size or TrainConfig().batch_size, refresh=refresh,
-                          log=log_to_stderr(json_output))  # fmt: skip
+    configure_logging(quiet=json_output)  # one JSON object on stdout, and no "measuring ..." line beside it
+    report = probe_report(name, spec, batch_size or TrainConfig().batch_size, refresh=refresh)
     if json_output:
         emit_json(report)
         return

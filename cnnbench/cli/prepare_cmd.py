@@ -19,9 +19,9 @@ from cnnbench.cli.common import (
     StorageOption,
     ValFractionOption,
     cells,
+    configure_logging,
     data_options,
     emit_json,  # fmt: skip
-    log_to_stderr,
     stdout,
 )
 
@@ -47,7 +47,8 @@ def prepare(
     options = data_options(dataset=dataset, root=root, split=split, val_fraction=val_fraction, seed=seed,
                            classes=classes, grayscale=grayscale, size=size, source=source, download=download,
                            storage=storage)  # fmt: skip
-    prepared = load_or_prepare(options, log=log_to_stderr(quiet))
+    configure_logging(quiet)
+    prepared = load_or_prepare(options)
     manifest = prepared.manifest
     if json_output:
         emit_json({"directory": str(prepared.directory), **manifest})

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from cnnbench.cli import training_options as T
-from cnnbench.cli.common import JsonFlag, QuietFlag, cells, emit_json, log_to_stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
 from cnnbench.core.errors import UsageError
 from cnnbench.spec.run import OPTIONS, Option, field_type
 
@@ -108,7 +108,7 @@ def prune(
         run_prune,
     )
 
-    log = log_to_stderr(quiet)
+    configure_logging(quiet)
     typed = T.typed_on_command_line(ctx)
     if resume:
         allowed = {"run_dir", "resume", "finetune_epochs", "train__device", "repeats", "quiet", "json_output"}
@@ -120,8 +120,7 @@ def prune(
         open_pruned(run_dir)  # refusals first, before the progress display starts
         with T.progress_display(quiet) as progress:
             outcome = resume_pruned(run_dir, epochs=finetune_epochs if "finetune_epochs" in typed else None,
-                                    device=options.get("train__device"), repeats=repeats, progress=progress,
-                                    log=log)  # fmt: skip
+                                    device=options.get("train__device"), repeats=repeats, progress=progress)  # fmt: skip
         _finish(outcome, json_output)
         return
     if "frequency" in typed and schedule != "polynomial":
@@ -132,9 +131,9 @@ def prune(
                                  target_macs=parse_macs(target_macs) if target_macs else (), schedule=schedule,
                                  frequency=frequency, schedule_epochs=schedule_epochs, finetune_epochs=finetune_epochs,
                                  freeze=freeze, repeats=repeats, report_dir=report_dir)  # fmt: skip
-    request = prepare_prune(run_dir, prune_options, train_values=train_values, root=root, log=log)  # refusals first
+    request = prepare_prune(run_dir, prune_options, train_values=train_values, root=root)  # refusals first
     with T.progress_display(quiet) as progress:
-        outcome = run_prune(request, out=out, progress=progress, log=log)
+        outcome = run_prune(request, out=out, progress=progress)
     _finish(outcome, json_output)
 
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, RootOption, emit_json, log_to_stderr, stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, RootOption, configure_logging, emit_json, stderr, stdout
 
 
 def study(
@@ -55,8 +55,9 @@ def study(
 
         return RichProgress(stderr(), label=label)
 
+    configure_logging(quiet)
     context = StudyContext(out=out or Path("results/studies") / name, root=root, epochs=epochs,
-                           log=log_to_stderr(quiet), progress=progress, scale=scale, seeds=seeds, trials=trials,
+                           progress=progress, scale=scale, seeds=seeds, trials=trials,
                            overrides=_assignments(set_values or []))  # fmt: skip
     result = entry.run(context)
     if json_output:

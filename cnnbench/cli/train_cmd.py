@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnbench.cli import training_options as T
-from cnnbench.cli.common import JsonFlag, QuietFlag, log_to_stderr
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging
 
 
 @T.with_spec_options("train")
@@ -23,7 +23,7 @@ def train(
     from cnnbench.spec.run import base_for, resolve
     from cnnbench.runs.kinds import resume_run, run
 
-    log = log_to_stderr(quiet)
+    configure_logging(quiet)
     if resume is not None:
         allowed = {"resume", "train__epochs", "train__device", "quiet", "json_output"}
         given = sorted(f"--{name.split('__')[-1].replace('_', '-')}" for name in T.typed_on_command_line(ctx)
@@ -34,9 +34,9 @@ def train(
         typed = T.passed_values(ctx, "train")
         with T.progress_display(quiet) as progress:
             result = resume_run(resume, epochs=typed.get("train.epochs"), device=typed.get("train.device"),
-                                progress=progress, log=log)  # fmt: skip
+                                progress=progress)  # fmt: skip
     else:
         spec = resolve(T.passed_values(ctx, "train"), options["config"], base=base_for("train"))
         with T.progress_display(quiet) as progress:
-            result = run(spec, out=options["out"], progress=progress, log=log)
+            result = run(spec, out=options["out"], progress=progress)
     T.show_result(result, json_output=json_output)

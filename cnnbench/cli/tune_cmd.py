@@ -6,7 +6,7 @@ from typing import Annotated, Any
 import typer
 
 from cnnbench.cli import training_options as T
-from cnnbench.cli.common import JsonFlag, QuietFlag, emit_json, log_to_stderr, stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stderr, stdout
 
 _P = "Search"
 
@@ -57,7 +57,7 @@ def tune(
     tune_options = TuneOptions(study=name, folder=folder or Path("results/tune") / name, storage=storage,
                                n_trials=n_trials, sampler=sampler, pruner=pruner, repeats=repeats, seed=base.train.seed,
                                max_params=base.train.max_params, max_macs=max_macs, retrain_best=retrain_best)
-    log = log_to_stderr(quiet)
+    configure_logging(quiet)
 
     def progress(label: str):
         import contextlib
@@ -68,7 +68,7 @@ def tune(
 
         return RichProgress(stderr(), label=label)
 
-    summary = run_study(base, space_name, params, tune_options, log=log, progress=progress)
+    summary = run_study(base, space_name, params, tune_options, progress=progress)
     if json_output:
         emit_json({k: v for k, v in summary.items() if k != "importance"} | {"importance": summary.get("importance")})
         return

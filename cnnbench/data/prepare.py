@@ -21,6 +21,7 @@ other packages use are all importable from here.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from collections import Counter
@@ -48,11 +49,13 @@ from cnnbench.data.options import PrepareOptions, parse_split, validate
 from cnnbench.data.splitting import assign_splits, list_members
 from cnnbench.data.staging import remove_stale_staging, store, writable_cache_root
 
+logger = logging.getLogger(__name__)
+
 MEMORY_LIMIT_BYTES = 2 * 1024**3  # above this, photo collections stay on disk as a file index
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, what PIL's convert("L") uses
 
 
-def load_or_prepare(options: PrepareOptions, *, log=None) -> Prepared:
+def load_or_prepare(options: PrepareOptions) -> Prepared:
     """The prepared dataset for these options, preparing it first if the cache does not hold it yet."""
     validate(options)  # the same answer for bad options whether or not a cache exists
     directory = prepared_dir(options)
@@ -67,19 +70,18 @@ def load_or_prepare(options: PrepareOptions, *, log=None) -> Prepared:
             # user see that, instead of papering over it.
             if damage.path.name != MANIFEST:
                 raise
-            (log or (lambda message: None))(f"warning: {damage.path} is damaged ({damage.problem}); preparing again")
+            logger.warning(f"{damage.path} is damaged ({damage.problem}); preparing again")
             try:
-                return prepare(options, log=log)
+                return prepare(options)
             except DataMissing as missing:
                 raise DataMissing(f"{damage.path} is damaged ({damage.problem}) and the dataset cannot be prepared "
                                   f"again: {missing}") from missing  # fmt: skip
-    return prepare(options, log=log)
+    return prepare(options)
 
 
-def prepare(options: PrepareOptions, *, log=None) -> Prepared:
+def prepare(options: PrepareOptions) -> Prepared:
     """Read the dataset's files, split, subset, resize, and write the prepared cache (atomically, as one folder)."""
     entry = validate(options)
-    log = log or (lambda message: None)
     cache_root = writable_cache_root(options)  # before reading: a read-only --root should not cost a decode first
     remove_stale_staging(cache_root)
     raw = _read(entry, options)
@@ -103,14 +105,14 @@ def prepare(options: PrepareOptions, *, log=None) -> Prepared:
     channels = 1 if options.grayscale else entry.channels
     size = options.size or (entry.size if entry.photos else None)
     if entry.photos:
-        storage, splits, skipped, shape = _materialise_photos(raw, members, assignment, channels, size, options, log)
+        storage, splits, skipped, shape = _materialise_photos(raw, members, assignment, channels, size, options)
     else:
         storage, splits, skipped, shape = _materialise_arrays(raw, members, assignment, channels, size)
     skipped = list(raw.skipped) + skipped
-    _check_classes(entry, raw, classes, splits, skipped, log)
+    _check_classes(entry, raw, classes, splits, skipped)
     if skipped:
-        log(f"warning: skipped {len(skipped)} file(s): {_counts_text(_skipped_by_reason(skipped))}; listed in "
-            f"{final / MANIFEST}")  # fmt: skip
+        logger.warning(f"skipped {len(skipped)} file(s): {_counts_text(_skipped_by_reason(skipped))}; listed in "
+                       f"{final / MANIFEST}")  # fmt: skip
     manifest = _manifest(entry, options, raw, classes, splits, skipped, storage, shape)
     store(cache_root, final, splits, storage, manifest)
     return load_prepared(final)
@@ -156,14 +158,14 @@ def _convert(images, channels: int, size: int | None):
     return images
 
 
-def _materialise_photos(raw, members, assignment, channels: int, size: int, options: PrepareOptions, log):
+def _materialise_photos(raw, members, assignment, channels: int, size: int, options: PrepareOptions):
     import torch  # here, not at the top: the CLI imports cnnbench.data.prepare without torch
 
     from cnnbench.data.images import decode_many, verify_many  # images.py imports torch and PIL
 
     need = len(members) * channels * size * size
     storage = options.storage if options.storage != "auto" else ("memory" if need <= MEMORY_LIMIT_BYTES else "files")
-    log(f"reading {len(members):,} images ({'into memory' if storage == 'memory' else 'as a file index'})")
+    logger.info(f"reading {len(members):,} images ({'into memory' if storage == 'memory' else 'as a file index'})")
     splits, skipped = {}, []
     for code, name in enumerate(SPLITS):
         chosen = [m for m, a in zip(members, assignment) if a == code]
@@ -194,7 +196,7 @@ def _relative(paths: list[str], location: str) -> list[str]:
 # ------------------------------------------------------------------------------------------------- classes and skips
 
 
-def _check_classes(entry: DatasetEntry, raw, classes: list[str], splits, skipped: list[dict], log) -> None:
+def _check_classes(entry: DatasetEntry, raw, classes: list[str], splits, skipped: list[dict]) -> None:
     """Refuse a dataset a classifier cannot be trained on, naming the class; warn where it cannot be measured.
 
     A class with no images at all (none there, or every file of it skipped) is an output the model is never shown,
@@ -225,8 +227,8 @@ def _check_classes(entry: DatasetEntry, raw, classes: list[str], splits, skipped
             unmeasured.append(f"{name!r} (none in {' or '.join(absent)})")
     if unmeasured:
         shown = ", ".join(unmeasured[:5]) + (f" and {len(unmeasured) - 5} more" if len(unmeasured) > 5 else "")
-        log(f"warning: {len(unmeasured)} class(es) have no image in a split they are measured on: {shown}; add images "
-            f"to them, or expect no score for them there")  # fmt: skip
+        logger.warning(f"{len(unmeasured)} class(es) have no image in a split they are measured on: {shown}; add "
+                       f"images to them, or expect no score for them there")  # fmt: skip
 
 
 def _no_images(entry: DatasetEntry, raw, empty: list[str], skipped: list[dict]) -> str:

@@ -34,6 +34,7 @@ import copy
 import functools
 import hashlib
 import json
+import logging
 import os
 import platform
 import statistics
@@ -56,6 +57,8 @@ from cnnbench.engine.autotune_promise import (  # noqa: F401 - re-exported: call
 )
 from cnnbench.engine.device import DEFAULT_THREADS, dense_layers_in_fp32, keep_freed_memory_for_reuse
 from cnnbench.models import build_model
+
+logger = logging.getLogger(__name__)
 
 # About a second per configuration on a quiet 2-core CPU (0.8-2.3 s, mnist-722 to cifar-simple): 4 candidates x 3
 # rounds, then 2 x 3 per halving of threads.
@@ -395,8 +398,7 @@ def _other_cores(start: tuple[float, float, float] | None, end: tuple[float, flo
 # --- `cnnbench models --probe` ----------------------------------------------------------------------------------------
 
 
-def probe_report(name: str, input_spec: Any, batch_size: int, *, refresh: bool = False,
-                 log: Callable[[str], None] | None = None) -> dict[str, Any]:  # fmt: skip
+def probe_report(name: str, input_spec: Any, batch_size: int, *, refresh: bool = False) -> dict[str, Any]:  # fmt: skip
     """The cached choice for training model `name` at `input_spec` and `batch_size` on this CPU, with every option
     left to the probe (what `train` without --precision/--channels-last/--threads would use); `refresh` measures it
     again first. Keyed as resources.choose_format keys it: {"model": the resolved ModelSpec}."""
@@ -407,8 +409,7 @@ def probe_report(name: str, input_spec: Any, batch_size: int, *, refresh: bool =
     report: dict[str, Any] = {"model": name, "input": input_spec.describe(), "batch_size": batch_size,
                               "cache": str(cache_path()), "digest": digest, "machine": full_key["machine"]}  # fmt: skip
     if refresh:
-        if log is not None:
-            log(f"measuring {name} at {input_spec.describe()}, batch {batch_size} (about a second)")
+        logger.info(f"measuring {name} at {input_spec.describe()}, batch {batch_size} (about a second)")
         report["measured_now"] = choose_cpu_format(model, shape, batch_size, key=key, refresh=True).choice
     entry = cached_entry(digest)
     report["entry"] = None if entry is None else _summary(entry)

@@ -8,15 +8,17 @@ training run, with the floors that say how far a run may fall short of bare trai
 
 from __future__ import annotations
 
+import logging
 import statistics
 import time
-from collections.abc import Callable
 from typing import Any
 
 from cnnbench.engine.autotune_cache import cache_path, cached_entry, update_cache
 from cnnbench.engine.batches import InMemoryBatches
 from cnnbench.engine.callbacks import Callback, EpochResult
 from cnnbench.engine.trainer import Trainer
+
+logger = logging.getLogger(__name__)
 
 # A run is flagged when the median img/s of its first PROMISE_EPOCHS epochs is below this share of the probe's figure
 # for its choice. The probe times bare steps; an epoch adds batching, normalisation, augmentation and the run's own
@@ -61,21 +63,21 @@ def check_promise(digest: str, promised: float, measured: float, *, floor: float
 
 class PromiseWatch(Callback):
     """Holds a run to its CPU format choice: after PROMISE_EPOCHS epochs, the median img/s goes to check_promise (with
-    the lower floor when the run augments) and its message, if any, to `log`. Runs whose batches stream from image
+    the lower floor when the run augments) and its message, if any, as a log line. Runs whose batches stream from image
     files are not checked (decoding, not the format, sets their speed), nor runs of several processes (each process
     trains a share of every batch)."""
 
-    def __init__(self, digest: str, promised: float, log: Callable[[str], None] | None = None) -> None:
-        self.digest, self.promised, self.log = digest, promised, log
+    def __init__(self, digest: str, promised: float) -> None:
+        self.digest, self.promised = digest, promised
         self.rates: list[float] | None = []  # None once checked, or when the run is not comparable
 
     @classmethod
-    def for_choice(cls, choice: dict[str, Any] | None, log: Callable[[str], None] | None = None) -> PromiseWatch | None:
+    def for_choice(cls, choice: dict[str, Any] | None) -> PromiseWatch | None:
         """The watch for a choice (`FormatChoice.choice` from autotune.choose_cpu_format), or None when nothing was
         measured."""
         if not choice or not choice.get("promised_images_per_s"):
             return None
-        return cls(choice["digest"], choice["promised_images_per_s"], log)
+        return cls(choice["digest"], choice["promised_images_per_s"])
 
     def on_epoch_end(self, trainer: Trainer, result: EpochResult) -> None:
         if self.rates is None:
@@ -90,5 +92,5 @@ class PromiseWatch(Callback):
         floor = PROMISE_FLOOR_AUGMENTED if augmented else PROMISE_FLOOR
         message = check_promise(self.digest, self.promised, statistics.median(self.rates), floor=floor)
         self.rates = None
-        if message and self.log is not None:
-            self.log(message)
+        if message:
+            logger.info(message)

@@ -64,7 +64,7 @@ class Scored:
 
 
 def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", root: Path | None = None,
-                 device: str = "auto", batch_size: int = 1024, log=None) -> dict[str, Any]:  # fmt: skip
+                 device: str = "auto", batch_size: int = 1024) -> dict[str, Any]:  # fmt: skip
     if split not in SPLITS:
         raise UsageError(f"bad --split {split!r}: choose from {', '.join(SPLITS)}")
     if checkpoint not in CHECKPOINTS:
@@ -76,7 +76,7 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     config = run.read_config(require=("data", "prepared", "model"))
     expected = _recorded_split_hash(run, config, split)
     data = _data_options(run, config.data if root is None else {**config.data, "root": str(root)})
-    prepared = _prepared_data(run, data, log)
+    prepared = _prepared_data(run, data)
     if prepared.manifest["split_hashes"][split] != expected:
         raise UsageError(f"the {split} split prepared under {data.root} differs from the one {run.name} was trained "
                          f"with (split hash mismatch); the dataset files changed")  # fmt: skip
@@ -222,12 +222,12 @@ def _recorded_split_hash(run: RunDir, config: RunConfig, split: str) -> str:
     return hashes[split]
 
 
-def _prepared_data(run: RunDir, data: PrepareOptions, log) -> Prepared:
+def _prepared_data(run: RunDir, data: PrepareOptions) -> Prepared:
     """The run's prepared data; a cache that was deleted is prepared again from the dataset's files."""
     cached = False
     try:
         cached = (prepared_dir(data) / "manifest.json").is_file()
-        return resources.prepared(data, log=log)  # the process's cache: a study evaluates what it just trained on
+        return resources.prepared(data)  # the process's cache: a study evaluates what it just trained on
     except UsageError as error:
         if cached:
             raise

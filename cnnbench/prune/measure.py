@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import logging
 import math
 import statistics
 import time
@@ -36,6 +37,8 @@ from cnnbench.runs.lock import RunLock
 from cnnbench.runs.rundir import RunDir
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
 from cnnbench.core.tables import markdown_table
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BATCHES = (1, 64)
 WARMUP_REPEATS = 2
@@ -180,7 +183,7 @@ def measure_model(run: RunDir, *, pruned_layers: list[str]) -> dict[str, Any]:
 # --- the sweep's report -----------------------------------------------------------------------------------------------
 
 
-def measure_and_report(outcome, options, *, device: str, root: Path | None, folder: Path | None, log) -> None:
+def measure_and_report(outcome, options, *, device: str, root: Path | None, folder: Path | None) -> None:
     """Evaluate and measure the parent and every child of `outcome`, write each child's prune.json and (given a
     `folder`) the report; fills outcome.rows, layer_rows and report_dir. The latencies of all models are measured
     together (`latencies_ms`) with the same thread count, so that they compare."""
@@ -189,7 +192,8 @@ def measure_and_report(outcome, options, *, device: str, root: Path | None, fold
     torch.set_num_threads(DEFAULT_THREADS)  # fine-tuning may have chosen fewer for itself (autotune)
     try:
         parent = outcome.parent
-        log(f"evaluating and measuring {parent.name} and {len(outcome.runs)} pruned run(s) on {torch_device.type}")
+        logger.info(f"evaluating and measuring {parent.name} and {len(outcome.runs)} pruned run(s) on "
+                    f"{torch_device.type}")
         entries = [(parent, {"role": "parent", "amount": 0.0}, [])]
         for result in outcome.runs:
             pruning = result.run.read_config().pruning
@@ -198,7 +202,7 @@ def measure_and_report(outcome, options, *, device: str, root: Path | None, fold
                                          "finetune_epochs": options.finetune_epochs}, pruning["pruned_layers"]))
         rows, layer_rows, measured = [], [], []
         for run, facts, pruned_layers in entries:
-            accuracy = {f"{split}_accuracy": _accuracy(run, split, device=device, root=root, log=log)
+            accuracy = {f"{split}_accuracy": _accuracy(run, split, device=device, root=root)
                         for split in ("val", "test")}  # fmt: skip
             measured.append(measure_model(run, pruned_layers=pruned_layers))
             rows.append({"run": run.name, **facts, **accuracy, **measured[-1]["row"], "device": torch_device.type,
@@ -225,10 +229,10 @@ def measure_and_report(outcome, options, *, device: str, root: Path | None, fold
         outcome.report_dir = Path(folder)
         write_report(Path(folder), rows, layer_rows, title=f"Pruning {parent.name}: {options.method}, "
                                                            f"{options.schedule}")  # fmt: skip
-        log(f"report written: {Path(folder) / 'prune_report.md'} (+ .csv, .png)")
+        logger.info(f"report written: {Path(folder) / 'prune_report.md'} (+ .csv, .png)")
 
 
-def _accuracy(run: RunDir, split: str, *, device: str, root: Path | None, log) -> float | None:
+def _accuracy(run: RunDir, split: str, *, device: str, root: Path | None) -> float | None:
     """The run's accuracy on `split`, best checkpoint: an existing evaluation of it, else `evaluate_run` (which writes
     eval/<split>.json, as `cnnbench evaluate` would). None when the split is empty."""
     if run.read_config().prepared.get("counts", {}).get(split) == 0:
@@ -239,7 +243,7 @@ def _accuracy(run: RunDir, split: str, *, device: str, root: Path | None, log) -
     if (existing is not None and existing.get("checkpoint") == "best" and "accuracy" in existing
             and evaluated.stat().st_mtime >= run.checkpoint_path("best").stat().st_mtime):  # fmt: skip
         return existing["accuracy"]
-    return evaluate_run(run.path, split=split, checkpoint="best", device=device, root=root, log=log)["accuracy"]
+    return evaluate_run(run.path, split=split, checkpoint="best", device=device, root=root)["accuracy"]
 
 
 def write_report(folder: Path, rows: list[dict[str, Any]], layer_rows: list[dict[str, Any]], *, title: str) -> None:

@@ -9,6 +9,7 @@ every `frequency` optimizer steps; `structured` removes whole channels with Torc
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -18,10 +19,12 @@ from typing import Any
 from cnnbench.core.errors import UsageError
 from cnnbench.prune.measure import measure_and_report
 from cnnbench.runs import kinds
-from cnnbench.runs.pipeline import Log, RunResult
+from cnnbench.runs.pipeline import RunResult
 from cnnbench.runs.prune import METHODS, SCHEDULES, PruneChild, PruneOptions, PruneRequest, prepare_prune
 from cnnbench.runs.record import RunConfig
 from cnnbench.runs.rundir import RunDir
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "SCHEDULES", "PruneOptions", "PruneOutcome", "parse_amounts", "parse_macs", "prune_run",
            "resume_pruned", "run_prune"]  # fmt: skip
@@ -88,39 +91,37 @@ class PruneOutcome:
 
 def prune_run(parent_path: Path, options: PruneOptions, *, train_values: dict[str, Any] | None = None,
               out: Path = Path("results/runs"), root: Path | None = None, progress: Any = None,
-              log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = (),
+              callbacks: list[Any] | tuple[Any, ...] = (),
               measure: bool = True) -> PruneOutcome:  # fmt: skip
     """Prune the best checkpoint of the run at `parent_path` once per amount (or MACs target), fine-tune each pruned
     model as a new run under `out`, then evaluate and measure parent and children and write the report."""
-    request = prepare_prune(parent_path, options, train_values=train_values, root=root, log=log)
-    return run_prune(request, out=out, progress=progress, log=log, callbacks=callbacks, measure=measure)
+    request = prepare_prune(parent_path, options, train_values=train_values, root=root)
+    return run_prune(request, out=out, progress=progress, callbacks=callbacks, measure=measure)
 
 
-def run_prune(request: PruneRequest, *, out: Path = Path("results/runs"), progress: Any = None, log: Log | None = None,
+def run_prune(request: PruneRequest, *, out: Path = Path("results/runs"), progress: Any = None,
               callbacks: list[Any] | tuple[Any, ...] = (), measure: bool = True) -> PruneOutcome:  # fmt: skip
     """The child runs of a checked request, then (with `measure`) evaluation, measurement and the report.
 
     `callbacks` join every child run's trainer (as in `kinds.run`). A sweep stops at the first run that does not
     complete (interrupted, diverged), and its outcome says which."""
-    log = log or (lambda message: None)
     parent, options = request.parent, request.options
     targets: list[tuple[str, float]] = [("amount", a) for a in options.amounts]
     targets += [("target_macs", m) for m in options.target_macs]
     results: list[RunResult] = []
     for kind, target in targets:
         what = f"{target:,} MACs" if kind == "target_macs" else f"{target:g}"
-        log(f"pruning {parent.name} ({options.method}, {options.schedule}) to {what}")
+        logger.info(f"pruning {parent.name} ({options.method}, {options.schedule}) to {what}")
         result = kinds.run(request.spec, kind="prune", request=PruneChild(request=request, kind=kind, target=target),
-                     out=out, progress=progress, log=log, callbacks=callbacks)  # fmt: skip
+                     out=out, progress=progress, callbacks=callbacks)  # fmt: skip
         results.append(result)
         if result.status != "completed":
-            log(f"stopping the sweep: {result.run.path if result.run else 'the run'} ended {result.status}")
+            logger.info(f"stopping the sweep: {result.run.path if result.run else 'the run'} ended {result.status}")
             break
     outcome = PruneOutcome(parent=parent, runs=results)
     if measure and outcome.stopped is None and results and results[0].run is not None:
         folder = options.report_dir or Path(out) / report_folder_name(parent.name, options)
-        measure_and_report(outcome, options, device=request.spec.train.device, root=request.root, folder=folder,
-                           log=log)  # fmt: skip
+        measure_and_report(outcome, options, device=request.spec.train.device, root=request.root, folder=folder)
     return outcome
 
 
@@ -140,23 +141,22 @@ def open_pruned(path: Path) -> tuple[RunDir, RunConfig]:
 
 
 def resume_pruned(path: Path, *, epochs: int | None = None, device: str | None = None, repeats: int = 10,
-                  progress: Any = None, log: Log | None = None, measure: bool = True) -> PruneOutcome:  # fmt: skip
+                  progress: Any = None, measure: bool = True) -> PruneOutcome:  # fmt: skip
     """Continue an interrupted pruned run with its masks (and polynomial schedule) in force; once it completes,
     evaluate and measure it against its parent and write its prune.json (no sweep report: the sweep's other runs
     are not part of this call)."""
-    log = log or (lambda message: None)
     run, config = open_pruned(path)
     # the prune kind puts the masks (and polynomial schedule) back in force itself (runs/prune.py)
-    result = kinds.resume_run(run.path, epochs=epochs, device=device, progress=progress, log=log)
+    result = kinds.resume_run(run.path, epochs=epochs, device=device, progress=progress)
     parent_path = Path(config.parent)
     if not (parent_path / "config.json").is_file():
-        log(f"note: the parent run {parent_path} is gone; nothing to measure against")
+        logger.info(f"note: the parent run {parent_path} is gone; nothing to measure against")
         return PruneOutcome(parent=RunDir(parent_path), runs=[result])
     outcome = PruneOutcome(parent=RunDir.open(parent_path), runs=[result])
     if measure and result.status == "completed" and result.run is not None:
         record = config.pruning
         options = PruneOptions(method=record["method"], layers=record["layers"], schedule=record["schedule"],
                                finetune_epochs=result.summary["epochs_planned"], repeats=repeats)  # fmt: skip
-        measure_and_report(outcome, options, device=device or config.run_spec().train.device, root=None, folder=None,
-                           log=log)  # fmt: skip
+        measure_and_report(outcome, options, device=device or config.run_spec().train.device, root=None,
+                           folder=None)  # fmt: skip
     return outcome

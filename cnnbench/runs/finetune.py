@@ -10,6 +10,7 @@ run directory.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,14 +24,15 @@ from cnnbench.core.errors import UsageError
 from cnnbench.runs.record import RunConfig
 from cnnbench.runs.rundir import RunDir
 from cnnbench.spec.run import RunSpec
-from cnnbench.runs.pipeline import Log, ModelPlan, RunResult, dataset_normalization, train_with_plan
+from cnnbench.runs.pipeline import ModelPlan, RunResult, dataset_normalization, train_with_plan
+
+logger = logging.getLogger(__name__)
 
 
-def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, log: Log | None, callbacks: tuple[Any, ...],
+def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, callbacks: tuple[Any, ...],
           extra: dict[str, Any]) -> RunResult:  # fmt: skip
     """A fine-tune run; with `head_epochs`, two: the head on the frozen backbone, then the requested policy from it.
     Both phases get the caller's callbacks and records (a search's trial pruner sees the head phase too)."""
-    log = log or (lambda message: None)
     model, config = spec.model, spec.train
     if model.weights is None:
         spec = replace(spec, model=replace(model, weights="imagenet"))
@@ -41,15 +43,15 @@ def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, log: Log | N
         head_spec = replace(spec, model=replace(spec.model, freeze="all", freeze_bn=False),
                             train=replace(config, epochs=config.head_epochs, lr=config.head_lr or config.lr,
                                           head_epochs=0, head_lr=None))  # fmt: skip
-        log(f"phase 1: {config.head_epochs} epoch(s) training the head on the frozen backbone")
-        first = start(head_spec, request, out=out, progress=progress, log=log, callbacks=callbacks, extra=extra)
+        logger.info(f"phase 1: {config.head_epochs} epoch(s) training the head on the frozen backbone")
+        first = start(head_spec, request, out=out, progress=progress, callbacks=callbacks, extra=extra)
         if first.status != "completed":
             return first
-        log(f"phase 2: fine-tuning with --freeze {spec.model.freeze} from {first.run.path}")
+        logger.info(f"phase 2: fine-tuning with --freeze {spec.model.freeze} from {first.run.path}")
         spec = replace(spec, model=replace(spec.model, weights=f"run:{first.run.path}", name=None),
                        train=replace(config, head_epochs=0, head_lr=None))  # fmt: skip
 
-    return train_with_plan(spec, lambda prepared: plan(prepared, spec, log), out=out, progress=progress, log=log,
+    return train_with_plan(spec, lambda prepared: plan(prepared, spec), out=out, progress=progress,
                            callbacks=callbacks, extra=extra)
 
 
@@ -58,7 +60,7 @@ def restore(saved: RunConfig, plan: ModelPlan, config: TrainConfig) -> None:
     add_feature_cache(plan, config)
 
 
-def plan(prepared: Prepared, spec: RunSpec, log: Log) -> ModelPlan:
+def plan(prepared: Prepared, spec: RunSpec) -> ModelPlan:
     from cnnbench.models import ModelSpec, build
     from cnnbench.models.transfer import parse_freeze, parse_head, resolve_backbone
 
@@ -69,12 +71,12 @@ def plan(prepared: Prepared, spec: RunSpec, log: Log) -> ModelPlan:
                         dropout=choice.dropout or 0.0)  # fmt: skip
     freezing = {"freeze": choice.freeze, "freeze_bn": choice.freeze_bn}
     if choice.weights.startswith("run:"):
-        return add_feature_cache(_from_run(prepared, spec, head_options, freezing, log), config, log)
+        return add_feature_cache(_from_run(prepared, spec, head_options, freezing), config)
     if choice.name is None:
         raise UsageError("--backbone is required (see `cnnbench models`), unless --weights run:RUN_DIR names a run")
     entry, alias_note = resolve_backbone(choice.name)
     if alias_note:
-        log(f"note: {alias_note}")
+        logger.info(f"note: {alias_note}")
     head = parse_head(choice.head.kind or "linear", **head_options).to_dict()
     model_spec = ModelSpec(name=entry.name, input=spec_in, options={"head": head, **freezing})
     model = build(model_spec)
@@ -97,16 +99,16 @@ def plan(prepared: Prepared, spec: RunSpec, log: Log) -> ModelPlan:
             weights["file"] = str(Path(choice.weights).resolve())
         _load_backbone(model, state)
         if spec_in.height < 64:
-            log(f"note: {entry.name}'s weights were trained on 224x224 images; these are {spec_in.height}x"
-                f"{spec_in.width} (S2 found upscaling with --size 224 helps)")  # fmt: skip
+            logger.info(f"note: {entry.name}'s weights were trained on 224x224 images; these are {spec_in.height}x"
+                        f"{spec_in.width} (S2 found upscaling with --size 224 helps)")  # fmt: skip
     if alias_note:
         weights["alias"] = alias_note
     return add_feature_cache(ModelPlan(model=model, spec=model_spec, normalization=normalization, kind="finetune",
                                        extra={"finetune": {"backbone": entry.name, "weights": weights, **freezing,
-                                                           "head": head}}), config, log)  # fmt: skip
+                                                           "head": head}}), config)  # fmt: skip
 
 
-def add_feature_cache(plan: ModelPlan, config: TrainConfig, log: Log | None = None) -> ModelPlan:
+def add_feature_cache(plan: ModelPlan, config: TrainConfig) -> ModelPlan:
     """With a frozen backbone and no augmentation, train the head on features the backbone computes once."""
     from cnnbench.data.augment import parse_augment
     from cnnbench.models.transfer import backbone_frozen
@@ -114,13 +116,12 @@ def add_feature_cache(plan: ModelPlan, config: TrainConfig, log: Log | None = No
     if config.cache_features and not parse_augment(config.augment).enabled and backbone_frozen(plan.model):
         plan.callbacks.append(FeatureCache())
         plan.trained_module = plan.model.head
-        if log is not None:
-            log("backbone frozen and no augmentation: training the head on backbone features computed once")
+        logger.info("backbone frozen and no augmentation: training the head on backbone features computed once")
     return plan
 
 
-def _from_run(prepared: Prepared, spec: RunSpec, head_options: dict[str, Any], freezing: dict[str, Any],
-              log: Log) -> ModelPlan:  # fmt: skip
+def _from_run(prepared: Prepared, spec: RunSpec, head_options: dict[str, Any],
+              freezing: dict[str, Any]) -> ModelPlan:  # fmt: skip
     """Start from a cnnbench run's best weights: its architecture rebuilt for this dataset's shape and classes."""
     from cnnbench.models import ModelSpec, build, train_always
     from cnnbench.models.transfer import load_matching, parse_head
@@ -148,8 +149,8 @@ def _from_run(prepared: Prepared, spec: RunSpec, head_options: dict[str, Any], f
         model_spec = ModelSpec(name=model_spec.name, input=model_spec.input,
                                options={**model_spec.options, "unfreeze": unfreeze})
         train_always(model, unfreeze)  # what build(spec) would do, without building and loading twice
-        log(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised and trained (shape changed): "
-            f"{', '.join(reinitialised[:6])}{' ...' if len(reinitialised) > 6 else ''}")  # fmt: skip
+        logger.info(f"from {parent.name}: {len(loaded)} tensors loaded; re-initialised and trained (shape changed): "
+                    f"{', '.join(reinitialised[:6])}{' ...' if len(reinitialised) > 6 else ''}")  # fmt: skip
     weights = {"source": f"run:{parent.path}", "loaded": len(loaded), "reinitialised": reinitialised}
     normalization = parent_config.normalization
     if len(normalization["mean"]) != prepared.input_spec.channels:  # other channels: the parent's stats do not apply

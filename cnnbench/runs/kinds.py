@@ -19,7 +19,7 @@ from typing import Any
 
 from cnnbench.core.registry import Registry
 from cnnbench.runs import finetune, prune, scratch
-from cnnbench.runs.pipeline import Log, Restore, RunResult
+from cnnbench.runs.pipeline import Restore, RunResult
 from cnnbench.runs.pipeline import resume_run as resume_from_checkpoint
 from cnnbench.runs.record import RunConfig
 from cnnbench.spec.run import RunSpec
@@ -29,7 +29,7 @@ from cnnbench.spec.run import RunSpec
 class RunKind:
     name: str
     description: str
-    # start(spec, request, *, out, progress, log, callbacks, extra) -> RunResult; `request` is what the kind needs
+    # start(spec, request, *, out, progress, callbacks, extra) -> RunResult; `request` is what the kind needs
     # beyond the spec (a prune child's checked request and target), None for the others
     start: Callable[..., RunResult]
     restore: Restore
@@ -46,21 +46,21 @@ for _kind in (
     KINDS.register(_kind.name, _kind)
 
 def run(spec: RunSpec, *, kind: str | None = None, request: Any = None, out: Path = Path("results/runs"),
-        progress: Any = None, log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = (),
+        progress: Any = None, callbacks: list[Any] | tuple[Any, ...] = (),
         extra: dict[str, Any] | None = None) -> RunResult:  # fmt: skip
     """Start a run of `kind` (the spec's own unless given) into a new run directory under `out`. `callbacks` join the
     trainer of every phase; `extra` goes into every phase's config.json (a search records its trial there)."""
-    return KINDS.get(kind or spec.kind).start(spec, request, out=Path(out), progress=progress, log=log,
+    return KINDS.get(kind or spec.kind).start(spec, request, out=Path(out), progress=progress,
                                               callbacks=tuple(callbacks), extra=dict(extra or {}))  # fmt: skip
 
 
 def resume_run(path: Path, *, epochs: int | None = None, device: str | None = None, progress: Any = None,
-               log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+               callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
     """Continue the run at `path` from its last checkpoint, with what its kind (config.json's `kind`) needs again:
     a pruned run's masks and schedule, a fine-tune's feature cache."""
 
     def restore(saved: RunConfig, plan, config) -> None:
         KINDS.get(saved.kind).restore(saved, plan, config)
 
-    return resume_from_checkpoint(path, restore=restore, epochs=epochs, device=device, progress=progress, log=log,
+    return resume_from_checkpoint(path, restore=restore, epochs=epochs, device=device, progress=progress,
                                   callbacks=callbacks)  # fmt: skip

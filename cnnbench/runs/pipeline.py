@@ -10,6 +10,7 @@ were.
 
 from __future__ import annotations
 
+import logging
 import math
 import statistics
 import time
@@ -22,6 +23,7 @@ from cnnbench import __version__
 from cnnbench.core import plots
 from cnnbench.core.environment import device_info, git_revision, package_versions
 from cnnbench.core.errors import CheckFailed, Terminated, UsageError
+from cnnbench.core.logs import silence_process
 from cnnbench.core.storage import ensure_writable_folder
 from cnnbench.data.prepare import Prepared, PrepareOptions
 from cnnbench.engine import Callback, EpochCallback, StopRun, build_trainer, select_device
@@ -35,7 +37,8 @@ from cnnbench.runs.rundir import DamagedRun, RunDir
 from cnnbench.spec.run import RunSpec
 from cnnbench.spec.train import TrainConfig
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 
 
 @dataclass
@@ -92,8 +95,7 @@ Restore = Callable[[RunConfig, "ModelPlan", TrainConfig], None]
 
 
 def resume_run(path: Path, *, restore: Restore, epochs: int | None = None, device: str | None = None,
-               progress: Any = None, log: Log | None = None,
-               callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+               progress: Any = None, callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
     """Continue the run at `path` from its last checkpoint, exactly as if it had not stopped; `restore` is its kind's
     (kinds.resume_run chooses it from config.json).
 
@@ -107,7 +109,7 @@ def resume_run(path: Path, *, restore: Restore, epochs: int | None = None, devic
     if lock is not None:
         lock.acquire()
     try:
-        return _resume(run_dir, restore=restore, epochs=epochs, device=device, progress=progress, log=log,
+        return _resume(run_dir, restore=restore, epochs=epochs, device=device, progress=progress,
                            callbacks=callbacks)  # fmt: skip
     finally:
         if lock is not None:
@@ -115,7 +117,7 @@ def resume_run(path: Path, *, restore: Restore, epochs: int | None = None, devic
 
 
 def _resume(run_dir: RunDir, *, restore: Restore, epochs: int | None, device: str | None, progress: Any,
-            log: Log | None, callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
+            callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
     saved = run_dir.read_config(require=("data", "prepared", "train", "model", "device"))  # older runs lack the rest
     spec = saved.run_spec()
     config = replace(spec.train, epochs=epochs or spec.train.epochs, device=device or spec.train.device)
@@ -141,7 +143,7 @@ def _resume(run_dir: RunDir, *, restore: Restore, epochs: int | None, device: st
         return plan
 
     spec = replace(spec, train=config, data=PrepareOptions.from_dict(saved.data))
-    return train_with_plan(spec, rebuild, run_dir=run_dir, state=state, progress=progress, log=log,
+    return train_with_plan(spec, rebuild, run_dir=run_dir, state=state, progress=progress,
                            callbacks=callbacks)  # fmt: skip
 
 
@@ -161,15 +163,13 @@ class RunWriter(Callback):
 
 def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], *, out: Path | None = None,
                     run_dir: RunDir | None = None, state: dict[str, Any] | None = None, progress: Any = None,
-                    log: Log | None = None, callbacks: list[Any] | tuple[Any, ...] = (),
+                    callbacks: list[Any] | tuple[Any, ...] = (),
                     extra: dict[str, Any] | None = None) -> RunResult:  # fmt: skip
     """The one training path behind every kind of run: everything but how the model is made. `extra` (a caller's
     records, such as a search's trial) joins the plan's own sections in config.json.
 
     A new run directory is locked as soon as it exists (a resumed one by resume_run) and stays locked until the
     summary is written: one writer per run (runlock.py)."""
-
-    log = log or (lambda message: None)
     config = spec.train
     # Absolute paths, so `evaluate` and `--resume` find the data from any working directory.
     data = replace(spec.data, root=Path(spec.data.root).resolve(),
@@ -181,8 +181,9 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     device, rank = resources.join_process_group(device)
     main = rank in (None, 0)  # under torchrun only rank 0 writes the run directory and talks to the user
     if not main:
-        log, progress = (lambda message: None), None
-    prepared = resources.prepared(data, log=log)
+        silence_process()
+        progress = None
+    prepared = resources.prepared(data)
     seed_everything(config.seed, config.deterministic)
     plan = plan_model(prepared)
     plan.extra.update(extra or {})
@@ -191,7 +192,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
         spec = replace(spec, model=replace(spec.model, name=model_spec.name))
     counts = budget(model, prepared.input_spec)
     check_budget(counts, config.max_params, model=model_spec.name)  # before any training, and before any run folder
-    fmt = resources.choose_format(model, model_spec, prepared, config, device, log)
+    fmt = resources.choose_format(model, model_spec, prepared, config, device)
     if rank is not None:  # one format for all ranks: rank 0's measurement
         import torch.distributed as dist
 
@@ -200,7 +201,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
         fmt = choice[0]
     resources.apply_threads(fmt)
     if fmt.choice is not None and rank is None:  # a run much slower than the probe promised flags its cache entry
-        callbacks = [*callbacks, PromiseWatch.for_choice(fmt.choice, log)]
+        callbacks = [*callbacks, PromiseWatch.for_choice(fmt.choice)]
     # The trainer before any run directory: its checks (penalised layers, a validation split for early stopping,
     # batch size per process) fail first.
     trainer = build_trainer(model, prepared, config, device, precision=fmt.precision, channels_last=fmt.channels_last,
@@ -232,7 +233,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                 "git": git_revision(),
                 "schema": SCHEMA,
             }))  # fmt: skip
-            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, log=log, callbacks=callbacks)
+            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, callbacks=callbacks)
     run_dir.remove_stale_temp_files()  # a killed writer's half-written files; its caller holds the lock
     saved = run_dir.read_config()  # a resumed run
     saved.train.update(epochs=config.epochs, device=config.device)
@@ -241,25 +242,25 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     saved.resumed.append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_dir.write_config(saved)
     run_dir.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
-    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, log=log, callbacks=callbacks)
+    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, callbacks=callbacks)
 
 
 def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[str, Any] | None, progress: Any,
-              log: Log, callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
+              callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
     """Train with the run directory's writer as the first callback, and end with the summary whatever happens."""
-    log(f"run directory: {run_dir.path}")
+    logger.info(f"run directory: {run_dir.path}")
     # The writer first, so a callback that stops the run (a search's pruner) does so after the epoch is on disk.
     trainer.callbacks = [RunWriter(run_dir, trainer.config.monitor), *trainer.callbacks,
                          *(cb if isinstance(cb, Callback) else EpochCallback(cb) for cb in callbacks)]
     if state is not None:
         trainer.load_state_dict(state)
         run_dir.truncate_metrics(trainer.epoch)
-        log(f"resuming after epoch {trainer.epoch}")
+        logger.info(f"resuming after epoch {trainer.epoch}")
     started = time.perf_counter()
 
     def finish(status: str, **extra: Any) -> RunResult:
         summary = _summary(run_dir, trainer, status, counts, time.perf_counter() - started, **extra)
-        _draw_curves(run_dir, log)
+        _draw_curves(run_dir)
         run_dir.write_summary(summary)
         return RunResult(run=run_dir, status=status, summary=summary.to_dict())
 
@@ -293,12 +294,12 @@ def run_curves(run_dir: Path) -> Path | None:
     return plots.curves(rows, run.name, run.path / plots.CURVES_FILE)
 
 
-def _draw_curves(run_dir: RunDir, log: Log) -> None:
+def _draw_curves(run_dir: RunDir) -> None:
     """RUN/curves.png, before summary.json (written last); a picture that cannot be written never fails the run."""
     try:
         run_curves(run_dir.path)
     except OSError as error:
-        log(f"warning: {run_dir.path / 'curves.png'} not drawn ({error.strerror or error})")
+        logger.warning(f"{run_dir.path / 'curves.png'} not drawn ({error.strerror or error})")
 
 
 def _follow(trainer, state: dict[str, Any] | None) -> RunResult:

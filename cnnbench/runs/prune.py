@@ -7,6 +7,7 @@ path, the masks kept in force while it trains (engine/sparsity.py).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,13 @@ from cnnbench.models.pruning import (
     sparsify,
 )
 from cnnbench.models.transfer import parse_freeze
-from cnnbench.runs.pipeline import Log, ModelPlan, RunResult, train_with_plan
+from cnnbench.runs.pipeline import ModelPlan, RunResult, train_with_plan
 from cnnbench.runs.record import RunConfig
 from cnnbench.runs.rundir import RunDir
 from cnnbench.spec.run import RunSpec
 from cnnbench.spec.train import TrainConfig
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,14 +44,13 @@ class PruneChild:
     target: float
 
 
-def start(spec: RunSpec, child: PruneChild, *, out: Path, progress: Any, log: Log | None, callbacks: tuple[Any, ...],
+def start(spec: RunSpec, child: PruneChild, *, out: Path, progress: Any, callbacks: tuple[Any, ...],
           extra: dict[str, Any]) -> RunResult:  # fmt: skip
-    say = log or (lambda message: None)
 
     def planned(prepared) -> ModelPlan:
-        return plan(prepared, request=child.request, kind=child.kind, target=child.target, log=say)
+        return plan(prepared, request=child.request, kind=child.kind, target=child.target)
 
-    return train_with_plan(spec, planned, out=out, progress=progress, log=log, callbacks=callbacks, extra=extra)
+    return train_with_plan(spec, planned, out=out, progress=progress, callbacks=callbacks, extra=extra)
 
 
 METHODS = ("magnitude", "global", "structured")
@@ -142,10 +144,9 @@ class PruneRequest:
 
 
 def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dict[str, Any] | None = None,
-                  root: Path | None = None, log: Log | None = None) -> PruneRequest:  # fmt: skip
+                  root: Path | None = None) -> PruneRequest:  # fmt: skip
     """Check the options against the parent run; `train_values` are dotted train options (`{"train.lr": 1e-4}`)
     over the parent's own."""
-    log = log or (lambda message: None)
     check_options(options)
     parent = RunDir.open(parent_path)
     config = parent.read_config()
@@ -166,12 +167,12 @@ def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dic
         raise UsageError(f"--layers {options.layers!r} chooses only {layers[0]}, the classifier's output layer, which "
                          f"structured pruning leaves alone (removing its outputs would remove classes)")  # fmt: skip
     if parent.status() != "completed":
-        log(f"note: {parent.name} is {parent.status()}; pruning its best checkpoint so far")
+        logger.info(f"note: {parent.name} is {parent.status()}; pruning its best checkpoint so far")
     return PruneRequest(parent=parent, config=config, parent_model=parent_model, best=best, spec=spec, layers=layers,
                         options=options, root=root)  # fmt: skip
 
 
-def plan(prepared, *, request: PruneRequest, kind: str, target: float, log: Log) -> ModelPlan:
+def plan(prepared, *, request: PruneRequest, kind: str, target: float) -> ModelPlan:
     """The pruned model a child run fine-tunes: the parent's best weights, pruned."""
     parent, config, parent_model, best = request.parent, request.config, request.parent_model, request.best
     layers, options = request.layers, request.options
@@ -196,9 +197,9 @@ def plan(prepared, *, request: PruneRequest, kind: str, target: float, log: Log)
                       target_macs=target if kind == "target_macs" else None, library=_library_version(),
                       pruned_layers=[n for n in layers if n not in skipped], skipped=skipped)  # fmt: skip
         for note in pruned.notes:
-            log(note)
-        log(f"removed {pruned.channel_ratio:.0%} of the channels of {len(record['pruned_layers'])} layer(s); left "
-            f"alone: {_some([f'{name} ({why})' for name, why in skipped.items()])}")  # fmt: skip
+            logger.info(note)
+        logger.info(f"removed {pruned.channel_ratio:.0%} of the channels of {len(record['pruned_layers'])} layer(s); "
+                    f"left alone: {_some([f'{name} ({why})' for name, why in skipped.items()])}")  # fmt: skip
     else:
         model_spec = parent_model
         schedule = None
@@ -214,14 +215,14 @@ def plan(prepared, *, request: PruneRequest, kind: str, target: float, log: Log)
         how = "over all of them together" if options.method == "global" else "in each"
         when = (f"rising along the polynomial schedule over {schedule.epochs} epoch(s), masks updated every "
                 f"{schedule.frequency} steps" if schedule else "before fine-tuning")  # fmt: skip
-        log(f"zeroing {float(target):.0%} of the weights {how} of {len(layers)} layer(s) {when}; left dense: "
-            f"{_some(dense)}")  # fmt: skip
+        logger.info(f"zeroing {float(target):.0%} of the weights {how} of {len(layers)} layer(s) {when}; left dense: "
+                    f"{_some(dense)}")  # fmt: skip
         if output_layer in layers:
-            log(f"note: {output_layer} (the classifier's output layer) is among the pruned layers")
+            logger.info(f"note: {output_layer} (the classifier's output layer) is among the pruned layers")
     frozen = [name for name in layers if not model.get_submodule(name).weight.requires_grad]
     if frozen:
-        log(f"note: {len(frozen)} pruned layer(s) are frozen by the parent's freezing policy and stay frozen while "
-            f"fine-tuning (e.g. {frozen[0]}); --freeze none trains them")  # fmt: skip
+        logger.info(f"note: {len(frozen)} pruned layer(s) are frozen by the parent's freezing policy and stay frozen "
+                    f"while fine-tuning (e.g. {frozen[0]}); --freeze none trains them")  # fmt: skip
     return ModelPlan(model=model, spec=model_spec, normalization=config.normalization, kind="prune",
                      extra={"parent": str(parent.path.resolve()), "pruning": record},
                      callbacks=callbacks)  # fmt: skip

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from cnnbench.spec.train import TrainConfig
 from cnnbench.data.prepare import Prepared, PrepareOptions, load_or_prepare, prepared_dir, read_manifest
 
-Log = Callable[[str], None]
+logger = logging.getLogger(__name__)
+
 
 # A few prepared datasets stay in memory: a search trains many runs on one, a study moves between a handful; more
 # would hold every dataset of a long study in memory at once.
@@ -27,7 +28,7 @@ _prepared: OrderedDict[Path, Prepared] = OrderedDict()
 _formats: dict[str, Format] = {}
 
 
-def prepared(options: PrepareOptions, *, log: Log | None = None) -> Prepared:
+def prepared(options: PrepareOptions) -> Prepared:
     """The prepared dataset for `options`, read (or prepared) once per process. A cache folder that was deleted or
     prepared again since it was read is read again."""
     directory = prepared_dir(options)
@@ -35,7 +36,7 @@ def prepared(options: PrepareOptions, *, log: Log | None = None) -> Prepared:
     if held is not None and _manifest_now(directory) == held.manifest:
         _prepared.move_to_end(directory)
         return held
-    result = load_or_prepare(options, log=log)
+    result = load_or_prepare(options)
     _prepared[directory] = result
     while len(_prepared) > PREPARED_KEPT:
         _prepared.popitem(last=False)
@@ -68,7 +69,7 @@ class Format(NamedTuple):
     choice: dict | None = None  # autotune's FormatChoice.choice: its cache entry, what it promised, whether cached
 
 
-def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device, log: Log) -> Format:
+def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, device) -> Format:
     """Precision, memory format and CPU threads: as given, else CUDA's best practice, else measured on this CPU
     (once per process for the same model, input, batch size and request; the probe's own cache spans processes)."""
     from cnnbench.engine import resolve_precision
@@ -88,7 +89,7 @@ def choose_format(model, model_spec, prepared: Prepared, config: TrainConfig, de
                 key={"model": model_spec.to_dict()}, precision=config.precision, channels_last=config.channels_last,
                 threads=config.threads)  # fmt: skip
             if choice is not None:  # None when every option was given: nothing measured, nothing promised
-                log(describe_choice(choice))
+                logger.info(describe_choice(choice))
             _formats[key] = Format(chosen, channels_last, threads, probe, choice)
         return _formats[key]
     channels_last = config.channels_last if config.channels_last is not None else device.type == "cuda"

@@ -10,7 +10,7 @@ from cnnbench.data.prepare import Prepared
 from cnnbench.engine import initialise
 from cnnbench.models import build_model
 from cnnbench.runs.record import RunConfig
-from cnnbench.runs.pipeline import Log, ModelPlan, RunResult, dataset_normalization, train_with_plan
+from cnnbench.runs.pipeline import ModelPlan, RunResult, dataset_normalization, train_with_plan
 from cnnbench.spec.run import RunSpec
 from cnnbench.spec.train import TrainConfig
 
@@ -22,9 +22,9 @@ def plan(spec: RunSpec, prepared: Prepared) -> ModelPlan:
     return ModelPlan(model=model, spec=model_spec, normalization=dataset_normalization(prepared))
 
 
-def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, log: Log | None, callbacks: tuple[Any, ...],
+def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, callbacks: tuple[Any, ...],
           extra: dict[str, Any]) -> RunResult:  # fmt: skip
-    return train_with_plan(spec, lambda prepared: plan(spec, prepared), out=out, progress=progress, log=log,
+    return train_with_plan(spec, lambda prepared: plan(spec, prepared), out=out, progress=progress,
                            callbacks=callbacks, extra=extra)
 
 

@@ -5,6 +5,7 @@ outputs and, with --retrain-best, retrain the best."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import socket
@@ -15,18 +16,21 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from cnnbench.core.logs import warnings_only
 from cnnbench.core.errors import CheckFailed, Terminated, UsageError
-from cnnbench.search.options import Log, TuneOptions, validate_options
+from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
 from cnnbench.search.retrain import retrain_best
 from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
 from cnnbench.search.storage import counted, make_sampler, open_study, recover_dead_trials, study_lock
 from cnnbench.spec.run import RunSpec
 
+logger = logging.getLogger(__name__)
+
 MAX_REJECTED_IN_A_ROW = 2000  # samples over budget (or repeated) before the space is declared (nearly) empty
 
 
-def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOptions, *, log: Log,
+def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOptions, *,
          progress: Callable[[str], Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Run trials until the study holds --n-trials finished or running ones; returns the study's summary."""
     validate_options(options)
@@ -40,7 +44,7 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
             base = base.with_values({name: value})
     study = open_study(options, space)
     with study_lock(options, study):  # another worker between ask() and naming itself on the trial looks dead
-        recover_dead_trials(study, log)
+        recover_dead_trials(study)
     rejected_in_a_row = 0
     started = time.perf_counter()
     while True:
@@ -66,7 +70,7 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
             continue
         rejected_in_a_row = 0
         try:
-            value, status, runs = _run_trial(study, trial, spec, params, options, run, progress, log)
+            value, status, runs = _run_trial(study, trial, spec, params, options, run, progress)
         except (KeyboardInterrupt, Terminated):
             _fail_and_requeue(study, trial, "interrupted")
             raise
@@ -80,11 +84,11 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
         else:  # diverged: a result of the configuration, not an accident; not retried
             trial.set_user_attr("failure", status)
             study.tell(trial, state=TrialState.FAIL)
-        log(trial_line(trial.number, status, value, params, runs))
-    summary = write_outputs(study, options, space, log)
+        logger.info(trial_line(trial.number, status, value, params, runs))
+    summary = write_outputs(study, options, space)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if options.retrain_best and summary.get("best"):
-        summary["retrained"] = retrain_best(summary["best"], options, log, progress)
+        summary["retrained"] = retrain_best(summary["best"], options, progress)
     return summary
 
 
@@ -107,7 +111,7 @@ def _reject(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOp
     return None
 
 
-def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOptions, run, progress, log):
+def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOptions, run, progress):
     """Train the configuration --repeats times (seeds seed, seed+1, ...); the score is the mean best val_acc."""
     from cnnbench.search.trial_pruning import TrialPruning  # the engine imports torch: see trial_pruning.py
 
@@ -120,9 +124,9 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         extra = {"trial": {"study": options.study, "number": trial.number, "repeat": repeat, "params": params}}
         label = f"trial {trial.number}" + (f".{repeat}" if options.repeats > 1 else "")
         reporter = TrialPruning(trial, report=repeat == 0)  # trial pruning follows the first seed's curve
-        with (progress(label) if progress else contextlib.nullcontext()) as bar:
-            result = run(seeded, out=folder, progress=bar, log=lambda message: None, callbacks=[reporter],
-                         extra=extra)  # fmt: skip
+        # the trial's run keeps its info lines to itself: the search logs one line per trial instead
+        with (progress(label) if progress else contextlib.nullcontext()) as bar, warnings_only():
+            result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
         runs.append(str(result.run.path))
         trial.set_user_attr("runs", runs)
         if result.status == "interrupted":

@@ -3,13 +3,11 @@ pruner, repeats, budgets), and the check of those options before anything opens 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnnbench.core.errors import UsageError
 
-Log = Callable[[str], None]
 SAMPLERS = ("random", "tpe", "grid")
 PRUNERS = ("none", "median", "hyperband")  # trial pruners (stopping hopeless trials), not weight pruning
 

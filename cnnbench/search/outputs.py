@@ -15,7 +15,7 @@ from cnnbench.core import plots
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
 from cnnbench.core.tables import markdown_table
 from cnnbench.runs.rundir import RunDir
-from cnnbench.search.options import Log, TuneOptions
+from cnnbench.search.options import TuneOptions
 from cnnbench.search.space import Param
 
 
@@ -49,7 +49,7 @@ def trials_frame(study):
     return pd.DataFrame(rows)
 
 
-def write_outputs(study, options: TuneOptions, space: list[Param], log: Log) -> dict[str, Any]:
+def write_outputs(study, options: TuneOptions, space: list[Param]) -> dict[str, Any]:
     """trials.csv/md (rejected samples left out of the markdown), best.json (a config file train/finetune accept),
     a parameter-importance table and plots."""
     frame = trials_frame(study)

@@ -4,17 +4,20 @@ test figure."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import replace
 from typing import Any
 
 from cnnbench.core.errors import UsageError
 from cnnbench.data.catalog import get_dataset
 from cnnbench.runs.rundir import RunDir
-from cnnbench.search.options import Log, TuneOptions
+from cnnbench.search.options import TuneOptions
 from cnnbench.spec.run import RunSpec
 
+logger = logging.getLogger(__name__)
 
-def retrain_best(best: dict[str, Any], options: TuneOptions, log: Log, progress) -> dict[str, Any]:
+
+def retrain_best(best: dict[str, Any], options: TuneOptions, progress) -> dict[str, Any]:
     """The best configuration trained on train + val for the best trial's best epoch count, then evaluated once on
     test: the one test figure the search reports (the trials only ever saw validation)."""
     # here, not at the top: these import torch, and a space or option error should exit without waiting for it
@@ -32,8 +35,8 @@ def retrain_best(best: dict[str, Any], options: TuneOptions, log: Log, progress)
     summary = RunDir(best["run"]).read_summary()
     epochs = max(1, int((summary.best_epoch if summary else None) or spec.train.epochs))
     spec = replace(spec, data=replace(spec.data, split=merged), train=replace(spec.train, epochs=epochs, patience=0))
-    log(f"retraining the best configuration on train+val ({merged[0]:.2f}) for {epochs} epochs; test once")
+    logger.info(f"retraining the best configuration on train+val ({merged[0]:.2f}) for {epochs} epochs; test once")
     with (progress("retrain best") if progress else contextlib.nullcontext()) as bar:
-        result = run(spec, out=options.folder / "best", progress=bar, log=log)
+        result = run(spec, out=options.folder / "best", progress=bar)
     test = evaluate_run(result.run.path, split="test")
     return {"run": str(result.run.path), "epochs": epochs, "test_accuracy": test["accuracy"]}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import math
 import socket
 import time
@@ -17,8 +18,10 @@ from optuna.trial import TrialState
 
 from cnnbench.core.errors import UsageError
 from cnnbench.core.processes import pid_alive, process_started
-from cnnbench.search.options import Log, TuneOptions
+from cnnbench.search.options import TuneOptions
 from cnnbench.search.space import Param
+
+logger = logging.getLogger(__name__)
 
 STALE_AFTER_S = 600  # a RUNNING trial whose heartbeat is older than this, on another machine, is taken as dead
 
@@ -91,7 +94,7 @@ def _worker_alive(trial) -> bool:
     return time.time() - float(attrs.get("heartbeat", attrs.get("started", 0))) < STALE_AFTER_S
 
 
-def recover_dead_trials(study, log: Log) -> int:
+def recover_dead_trials(study) -> int:
     """Fail every RUNNING trial whose worker is gone (SIGKILL, a dead machine) and queue its parameters again."""
     recovered = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -100,7 +103,7 @@ def recover_dead_trials(study, log: Log) -> int:
         study._storage.set_trial_user_attr(trial._trial_id, "failure", "worker died (no chance to say so)")
         study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number}, skip_if_exists=False)
-        log(f"trial {trial.number}: its worker died; its configuration is queued again")
+        logger.info(f"trial {trial.number}: its worker died; its configuration is queued again")
         recovered += 1
     return recovered
 

@@ -42,7 +42,7 @@ def train_and_evaluate(context: StudyContext, specs: list[RunSpec], splits: tupl
         if context.epochs is not None:
             spec = spec.with_values({"train.epochs": context.epochs})
         with context.progress(spec.model_name) as progress:
-            result = kinds.run(spec, out=context.out / "runs", progress=progress, log=context.log)
+            result = kinds.run(spec, out=context.out / "runs", progress=progress)
         check_finished(result)
         for split in splits:
             evaluate_run(result.run.path, split=split)

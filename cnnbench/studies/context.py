@@ -15,7 +15,6 @@ class StudyContext:
     out: Path  # the study's folder: runs/ and report.{csv,md} go here
     root: Path  # dataset root
     epochs: int | None  # override every run's epochs (for a quick look)
-    log: Callable[[str], None]
     progress: Callable[[str], Any]  # label -> a context manager implementing the engine's Progress, or None
     scale: str = "smoke"  # a recipe study's scale (recipes.SCALES)
     seeds: int | None = None  # seeds per row; None: the recipe's own

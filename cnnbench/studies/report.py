@@ -137,8 +137,8 @@ def _header(recipe: Recipe, context: StudyContext, rows: list[Row], records: dic
               f"- Wall time of this invocation: {_duration(seconds)} ({tally.ran} runs trained, {tally.resumed} "
               f"resumed, {tally.kept} kept from an earlier invocation with the same specification); training time "
               f"of all {len(rows)} runs as recorded in their summaries: {_duration(training)}",
-              f"- n is the number of seeds behind each figure (mean ± sample standard deviation when n > 1); "
-              f"'original' is the figure the seed report gave for that row, where it gave one"]  # fmt: skip
+              "- n is the number of seeds behind each figure (mean ± sample standard deviation when n > 1); "
+              "'original' is the figure the seed report gave for that row, where it gave one"]  # fmt: skip
     return lines
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from cnnbench.spec.run import RunSpec
 from cnnbench.studies.context import StudyContext, check_finished
 from cnnbench.studies.recipes import Recipe, Row, Step, Tally, Variant, _spec_of
 from cnnbench.studies.report import write_study_report
+
+logger = logging.getLogger(__name__)
 
 
 def run_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = None,
@@ -94,17 +97,17 @@ def _ensure_run(spec: RunSpec, folder: Path, context: StudyContext, tally: Tally
             tally.kept += 1
             return _completed_path(run_dir.path, status, tally)
         if status in ("interrupted", "incomplete"):
-            context.log(f"{label}: resuming {run_dir.path}")
+            logger.info(f"{label}: resuming {run_dir.path}")
             try:
                 with context.progress(label) as progress:
-                    result = kinds.resume_run(run_dir.path, progress=progress, log=context.log)
+                    result = kinds.resume_run(run_dir.path, progress=progress)
             except UsageError as error:  # no last.pt (stopped in its first epoch), a damaged one, nothing left to do
-                context.log(f"{label}: cannot resume {run_dir.path} ({error}); training it again beside it")
+                logger.info(f"{label}: cannot resume {run_dir.path} ({error}); training it again beside it")
                 break
             tally.resumed += 1
             return _completed(result, tally)
     with context.progress(label) as progress:
-        result = kinds.run(spec, out=folder, progress=progress, log=context.log, extra={"recipe_identity": wanted})
+        result = kinds.run(spec, out=folder, progress=progress, extra={"recipe_identity": wanted})
     tally.ran += 1
     return _completed(result, tally)
 
@@ -151,7 +154,7 @@ def _search(recipe: Recipe, step: Step, variant: Variant, context: StudyContext,
                                pruner=options.get("pruner", "none"), repeats=int(options.get("repeats", 1)), seed=0,
                                max_params=options.get("max_params"),
                                max_macs=options.get("max_macs"))  # fmt: skip
-    summary = tune(base, space_name, space, tune_options, log=context.log, progress=context.progress)
+    summary = tune(base, space_name, space, tune_options, progress=context.progress)
     best = summary.get("best")
     if not best:
         raise CheckFailed(f"study stopped: the search {step.name} completed no trial ({tune_options.folder})")
@@ -182,8 +185,7 @@ def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally:
                                  schedule=asked["schedule"],
                                  finetune_epochs=epochs, repeats=3, report_dir=folder / "report")  # fmt: skip
     with context.progress(f"{step.name} (prune {amount:g})") as progress:
-        outcome = prune_run(parent, prune_options, out=folder, root=context.root, progress=progress,
-                            log=context.log)  # fmt: skip
+        outcome = prune_run(parent, prune_options, out=folder, root=context.root, progress=progress)  # fmt: skip
     tally.ran += 1
     return _completed(outcome.runs[0], tally)
 
@@ -198,8 +200,8 @@ def preflight(recipe: Recipe, context: StudyContext) -> None:
             key = repr(spec.data)
             if key not in seen_data:
                 seen_data.add(key)
-                context.log(f"checking data: {spec.data.dataset} under {spec.data.root}")
-                prepared(spec.data, log=context.log)  # held for the runs that follow (resources keeps it)
+                logger.info(f"checking data: {spec.data.dataset} under {spec.data.root}")
+                prepared(spec.data)  # held for the runs that follow (resources keeps it)
             if spec.kind == "finetune" and spec.model.weights in (None, "imagenet") and spec.model_name:
                 if spec.model_name not in seen_weights:
                     seen_weights.add(spec.model_name)
