@@ -99,3 +99,25 @@ def test_version(cli):
 
     result = cli("--version")
     assert result.code == 0 and result.out.strip() == f"cnnbench {__version__}"
+
+
+def test_an_option_reads_the_same_in_every_command_that_takes_it():
+    """One table (spec/run.py OPTIONS) gives every command its run, data and model options: the same flag has the
+    same help, type and default wherever it appears, and a user learns it once."""
+    import typer.main
+
+    from cnnbench.cli import app
+
+    group = typer.main.get_command(app)
+    seen: dict[str, dict[str, tuple]] = {}
+    for name in ("train", "finetune", "tune", "prepare", "budget", "models", "datasets", "study"):
+        for param in group.commands[name].params:
+            for flag in param.opts:
+                if flag in ("--root", "--size", "--classes", "--grayscale", "--split", "--val-fraction", "--storage",
+                            "--source", "--download", "--lr", "--batch-size"):
+                    seen.setdefault(flag, {})[name] = (param.help, param.is_flag, param.rich_help_panel)
+    assert set(seen["--root"]) == {"train", "finetune", "tune", "prepare", "datasets", "study"}
+    assert set(seen["--size"]) == {"train", "finetune", "tune", "prepare", "budget", "models"}
+    for flag in ("--root", "--size", "--classes", "--grayscale", "--split", "--val-fraction", "--source", "--download"):
+        assert len(set(seen[flag].values())) == 1, (flag, seen[flag])
+    assert seen["--storage"]["tune"] != seen["--storage"]["train"]  # tune's: its study's database

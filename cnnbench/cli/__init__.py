@@ -28,6 +28,7 @@ from cnnbench.cli import (
     train_cmd,
     tune_cmd,
 )
+from cnnbench.cli.common import release_logging
 from cnnbench.core.errors import CnnbenchError, Terminated
 
 app = typer.Typer(
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        release_logging()
     return code if isinstance(code, int) else 0
 
 

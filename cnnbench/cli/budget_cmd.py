@@ -1,29 +1,31 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import ClassesOption, GrayscaleFlag, JsonFlag, SizeOption, cells, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
+from cnnbench.cli.options import values, with_options
 
 
+@with_options("budget")
 def budget(
+    ctx: typer.Context,
     model: Annotated[str, typer.Argument(help="A zoo model name, fit:N or a torchvision backbone.")],
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Dataset whose shape and classes to use "
                                                  "(no files needed). Default: the model's seed input.")] = None,
-    size: SizeOption = None,
-    grayscale: GrayscaleFlag = False,
-    classes: ClassesOption = None,
     max_params: Annotated[int | None, typer.Option("--max-params", help="Exit 1 when the count exceeds N.")] = None,
     count: Annotated[str, typer.Option("--count", help="Which count --max-params compares: trainable (PyTorch) or "
                                        "keras_total (trainable + BatchNorm statistics).")] = "trainable",
     json_output: JsonFlag = False,
+    **options: Any,  # --size, --grayscale, --classes (cnnbench/spec/run.py OPTIONS)
 ) -> None:  # fmt: skip
     """Count a model's parameters, BatchNorm statistics, Keras-style total, nonzero parameters and sparsity, MACs and
     size; check a budget."""
     from cnnbench.models.budget import check, dataset_input, seed_input
 
+    size, grayscale, classes = (values(ctx, "budget")[f"data.{name}"] for name in ("size", "grayscale", "classes"))
     if dataset is not None:
         spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes)
     elif size is not None or grayscale or classes is not None:

@@ -1,4 +1,4 @@
-"""What every command shares: the consoles, JSON output, option aliases defined once, and data options.
+"""What every command shares: the consoles, the log handler, JSON output, and the --quiet/--json flags.
 
 Results go to stdout (a rich table, or exactly one JSON object with --json); progress and logs go to stderr.
 Nothing here imports torch, so `cnnbench --help` stays fast.
@@ -10,7 +10,6 @@ import functools
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,24 +19,6 @@ from rich.text import Text
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object on stdout.")]
 QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or info lines on stderr (warnings still "
                                          "print).")]
-RootOption = Annotated[Path, typer.Option("--root", help="Folder the datasets live in (torchvision's layout).")]
-DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="A name from `cnnbench datasets`, or folder:PATH.")]
-SplitOption = Annotated[
-    str | None,
-    typer.Option("--split", help="train,val,test ratios over all labelled data, e.g. 0.64,0.16,0.20. "
-                 "Default: the dataset's own test (and val) set, validation carved from train."),
-]  # fmt: skip
-ValFractionOption = Annotated[float, typer.Option("--val-fraction", help="Part of train held out for validation "
-                                                  "when the dataset has its own test set and no --split.")]
-DataSeedOption = Annotated[int | None, typer.Option("--data-seed", help="Seed for the split and class subset "
-                                                    "(default: --seed).")]
-ClassesOption = Annotated[int | None, typer.Option("--classes", help="Keep N classes, chosen by the seed (S2).")]
-GrayscaleFlag = Annotated[bool, typer.Option("--grayscale", help="Convert images to one channel.")]
-SizeOption = Annotated[int | None, typer.Option("--size", help="Resize images to SIZE x SIZE.")]
-SourceOption = Annotated[Path | None, typer.Option("--source", help="catsdogs: the Kaggle archive or its folder.")]
-DownloadFlag = Annotated[bool, typer.Option("--download", help="Fetch the files if they are not under --root.")]
-StorageOption = Annotated[str, typer.Option("--storage", help="auto | memory | files (a file index, decoded "
-                                            "while training).")]
 
 
 @functools.cache
@@ -63,16 +44,15 @@ def configure_logging(quiet: bool = False) -> None:
     """Send cnnbench's log lines to stderr for this command: rich's handler on a terminal (lines above the live
     progress bar), the bare message otherwise (a CI log, a pipe). --quiet keeps warnings and drops the rest.
 
-    Called by each command, replacing the handler an earlier call in the same process attached (the tests run many
-    commands in one process)."""
+    Called by each command; `main` releases it when the command ends (the tests run many commands, and library calls
+    between them, in one process)."""
     from rich.highlighter import NullHighlighter
     from rich.logging import RichHandler
 
     from cnnbench.core.logs import ROOT, PlainFormatter
 
+    release_logging()
     logger = logging.getLogger(ROOT)
-    for handler in [h for h in logger.handlers if getattr(h, "cnnbench_cli", False)]:
-        logger.removeHandler(handler)
     console = stderr()
     if console.is_terminal:
         handler: logging.Handler = RichHandler(console=console, show_time=False, show_level=False, show_path=False,
@@ -83,6 +63,17 @@ def configure_logging(quiet: bool = False) -> None:
     handler.cnnbench_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def release_logging() -> None:
+    """Take the command's handler off again, and its level: what cnnbench logs afterwards reaches only handlers the
+    caller configured."""
+    from cnnbench.core.logs import ROOT
+
+    logger = logging.getLogger(ROOT)
+    for handler in [h for h in logger.handlers if getattr(h, "cnnbench_cli", False)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.NOTSET)
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -103,13 +94,3 @@ def emit_json(obj: Any) -> None:
 
     sys.stdout.write(json.dumps(jsonable(obj), allow_nan=False) + "\n")
     sys.stdout.flush()
-
-
-def data_options(*, dataset: str, root: Path, split: str | None, val_fraction: float, seed: int,
-                 classes: int | None, grayscale: bool, size: int | None, source: Path | None, download: bool,
-                 storage: str = "auto"):  # fmt: skip
-    from cnnbench.data.prepare import PrepareOptions, parse_split
-
-    return PrepareOptions(dataset=dataset, root=root, split=parse_split(split), val_fraction=val_fraction, seed=seed,
-                          classes=classes, grayscale=grayscale, size=size, source=source, download=download,
-                          storage=storage)  # fmt: skip

@@ -1,14 +1,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, RootOption, cells, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
+from cnnbench.cli.options import values, with_options
 
 
-def datasets(root: RootOption = Path("data"), json_output: JsonFlag = False) -> None:
+@with_options("datasets")
+def datasets(ctx: typer.Context, json_output: JsonFlag = False, **options: Any) -> None:
     """List the datasets `prepare` can read: shape, classes, size, and where their files go under --root."""
+    root = values(ctx, "datasets")["data.root"]
     from cnnbench.data.catalog import DATASETS
 
     entries = [DATASETS.get(name) for name in DATASETS]

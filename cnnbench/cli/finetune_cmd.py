@@ -4,11 +4,12 @@ from typing import Any
 
 import typer
 
-from cnnbench.cli import training_options as T
 from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging
+from cnnbench.cli.options import passed_values, with_spec_options
+from cnnbench.cli.progress import progress_display, show_result
 
 
-@T.with_spec_options("finetune")
+@with_spec_options("finetune")
 def finetune(
     ctx: typer.Context,
     quiet: QuietFlag = False,
@@ -20,7 +21,7 @@ def finetune(
     from cnnbench.runs.kinds import run
 
     configure_logging(quiet)
-    spec = resolve(T.passed_values(ctx, "finetune"), options["config"], base=base_for("finetune"))
-    with T.progress_display(quiet) as progress:
+    spec = resolve(passed_values(ctx, "finetune"), options["config"], base=base_for("finetune"))
+    with progress_display(quiet) as progress:
         result = run(spec, out=options["out"], progress=progress)
-    T.show_result(result, json_output=json_output)
+    show_result(result, json_output=json_output)

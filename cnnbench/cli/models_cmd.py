@@ -1,29 +1,20 @@
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import (
-    ClassesOption,
-    GrayscaleFlag,
-    JsonFlag,
-    SizeOption,
-    cells,
-    configure_logging,
-    emit_json,
-    stdout,
-)
+from cnnbench.cli.common import JsonFlag, cells, configure_logging, emit_json, stdout
+from cnnbench.cli.options import values, with_options
 
 
+@with_options("models")
 def models(
+    ctx: typer.Context,
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Count parameters (with --probe: look the "
                                                  "choice up) at this dataset's shape instead of each model's seed "
                                                  "input.")] = None,
-    size: SizeOption = None,
-    grayscale: GrayscaleFlag = False,
-    classes: ClassesOption = None,
     probe: Annotated[str | None, typer.Option("--probe", metavar="MODEL", help="Show the CPU format this machine has "
                                                "cached for training MODEL at --dataset/--size and --batch-size "
                                                "(what `train` uses when --precision, --channels-last and --threads "
@@ -33,6 +24,7 @@ def models(
     refresh: Annotated[bool, typer.Option("--refresh", help="With --probe: measure the choice again (about a "
                                           "second) and cache it.")] = False,
     json_output: JsonFlag = False,
+    **options: Any,  # --size, --grayscale, --classes (cnnbench/spec/run.py OPTIONS)
 ) -> None:  # fmt: skip
     """List the model families, the zoo with parameter counts (PyTorch trainable and Keras-style totals) and MACs, and
     the torchvision backbones; or, with --probe MODEL, the CPU format probe's cached choice for a configuration."""
@@ -40,6 +32,7 @@ def models(
     from cnnbench.models import FAMILIES, MODELS
     from cnnbench.models.transfer import describe_backbones
 
+    size, grayscale, classes = (values(ctx, "models")[f"data.{name}"] for name in ("size", "grayscale", "classes"))
     if dataset is None and (size is not None or grayscale or classes is not None):
         raise typer.BadParameter("--size, --grayscale and --classes need --dataset", param_hint="--dataset")
     if probe is None and (batch_size is not None or refresh):

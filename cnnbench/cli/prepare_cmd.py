@@ -1,54 +1,28 @@
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import (
-    ClassesOption,
-    DownloadFlag,
-    GrayscaleFlag,
-    JsonFlag,
-    QuietFlag,
-    RootOption,
-    SizeOption,
-    SourceOption,
-    SplitOption,
-    StorageOption,
-    ValFractionOption,
-    cells,
-    configure_logging,
-    data_options,
-    emit_json,  # fmt: skip
-    stdout,
-)
+from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
+from cnnbench.cli.options import values, with_options
 
 
+@with_options("prepare")
 def prepare(
+    ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="A name from `cnnbench datasets`, or folder:PATH.")],
-    root: RootOption = Path("data"),
-    split: SplitOption = None,
-    val_fraction: ValFractionOption = 0.1,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the split and the class subset.")] = 0,
-    classes: ClassesOption = None,
-    grayscale: GrayscaleFlag = False,
-    size: SizeOption = None,
-    source: SourceOption = None,
-    download: DownloadFlag = False,
-    storage: StorageOption = "auto",
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
+    **options: Any,  # the data options (cnnbench/spec/run.py OPTIONS), read with `values`
 ) -> None:
     """Read a dataset's files, split them (stratified, seeded) and write the prepared cache under ROOT/prepared/."""
-    from cnnbench.data.prepare import load_or_prepare
+    from cnnbench.data.prepare import PrepareOptions, load_or_prepare
 
-    options = data_options(dataset=dataset, root=root, split=split, val_fraction=val_fraction, seed=seed,
-                           classes=classes, grayscale=grayscale, size=size, source=source, download=download,
-                           storage=storage)  # fmt: skip
+    fields = {name.removeprefix("data."): value for name, value in values(ctx, "prepare").items()}
     configure_logging(quiet)
-    prepared = load_or_prepare(options)
+    prepared = load_or_prepare(PrepareOptions(dataset=dataset, **fields))
     manifest = prepared.manifest
     if json_output:
         emit_json({"directory": str(prepared.directory), **manifest})

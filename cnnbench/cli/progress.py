@@ -1,12 +1,17 @@
-"""The training progress display on stderr: a live bar per epoch and one line per finished epoch."""
+"""What a training run shows: its progress on stderr (a live bar per epoch, one line per finished epoch) and its
+result (`show_result`: the summary and the exit code a stopped run earns)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cnnbench.cli.common import emit_json, stderr, stdout
 
 
 class RichProgress:
@@ -54,3 +59,34 @@ class RichProgress:
             f"  {result.seconds:.2f}s {result.images_per_s:,.0f} img/s{mark}".strip(),
             markup=False, highlight=False,
         )  # fmt: skip
+
+
+def progress_display(quiet: bool):
+    """A context manager giving the engine's progress display on stderr (None when quiet)."""
+    return contextlib.nullcontext() if quiet else RichProgress(stderr())
+
+
+def show_result(result, *, json_output: bool) -> None:
+    """Print a finished (or stopped) run: the JSON summary, or two lines. Exit 130 when interrupted, 1 when the run
+    ended without completing (diverged, or a callback's own status)."""
+    if result.run is None:  # a torchrun rank other than 0: rank 0 reports
+        return
+    summary = result.summary
+    if json_output:
+        emit_json({"run_dir": str(result.run.path), **summary})
+    else:
+        best = summary["best"]
+        stdout().print(
+            f"{result.status}: {result.run.path}\n"
+            f"best epoch {summary['best_epoch']}/{summary['epochs_completed']}: val_loss {best['val_loss']:.4f} "
+            f"val_acc {best['val_acc']:.4f} (train acc {best['train_acc']:.4f}); "
+            f"{summary['params']['trainable']:,} trainable parameters, {summary['params']['frozen']:,} frozen"
+        )  # fmt: skip
+    if result.status == "interrupted":
+        how = "terminated (SIGTERM)" if summary.get("signal") == "SIGTERM" else "interrupted"
+        stderr().print(f"{how} after epoch {summary['epochs_completed']}; resume with: "
+                       f"cnnbench train --resume {result.run.path}", markup=False)  # fmt: skip
+        raise typer.Exit(143 if summary.get("signal") == "SIGTERM" else 130)
+    if result.status != "completed":
+        stderr().print(f"cnnbench: error: run {result.status}: {summary.get('reason', '')}", markup=False)
+        raise typer.Exit(1)

@@ -3,18 +3,17 @@ report before and after. The fine-tuning takes `train`'s training options, each 
 
 from __future__ import annotations
 
-import inspect
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cnnbench.cli import training_options as T
 from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
+from cnnbench.cli.options import parameter, splice, typed_on_command_line
+from cnnbench.cli.progress import progress_display, show_result
 from cnnbench.core.errors import UsageError
-from cnnbench.spec.run import OPTIONS, Option, field_type
+from cnnbench.spec.run import OPTIONS
 
 _PRUNING, _FINETUNE, _RUN = "Pruning", "Fine-tuning (each default: the parent run's)", "Run"
 # train's options a pruned run does not take: its epochs are --finetune-epochs, and the two-phase head training and
@@ -23,30 +22,14 @@ _NOT_FOR_PRUNE = {"train.epochs", "train.head_epochs", "train.head_lr", "train.c
 _RENAMED = {"train.schedule": ("--lr-schedule",)}  # --schedule is the pruning schedule here (the issue's name)
 
 
-def _training_parameter(option: Option) -> inspect.Parameter:
-    flags = _RENAMED.get(option.name, option.flags)
-    is_flag = "/" in flags[0]
-    declared = field_type(option.name)
-    arms = [arm for arm in typing.get_args(declared) or (declared,) if arm is not type(None)]
-    cli_type = str if option.parse is not None else arms[0]
-    flag = typer.Option(*flags, help=option.help, show_default="the parent's", rich_help_panel=_FINETUNE,
-                        metavar="" if is_flag else None)  # fmt: skip
-    return inspect.Parameter(option.param, inspect.Parameter.KEYWORD_ONLY, default=None,
-                             annotation=Annotated[cli_type | None, flag])  # fmt: skip
-
-
 _TRAINING = [option for option in OPTIONS
              if option.name.startswith("train.") and "train" in option.commands and option.name not in _NOT_FOR_PRUNE]
 
 
 def _with_training_options(command):
-    """Append train's training options (from spec.OPTIONS, declared once there) before the trailing --quiet/--json."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD]
-    tail = [p for p in own if p.name in ("quiet", "json_output")]
-    head = [p for p in own if p not in tail]
-    params = [*head, *(_training_parameter(option) for option in _TRAINING), *tail]
-    command.__signature__ = inspect.Signature([p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params])
-    return command
+    """train's training options (the one table, cnnbench/spec/run.py), each defaulting to the parent run's."""
+    return splice(command, [parameter(option, "train", flags=_RENAMED.get(option.name), panel=_FINETUNE,
+                                      show_default="the parent's") for option in _TRAINING])  # fmt: skip
 
 
 @_with_training_options
@@ -109,7 +92,7 @@ def prune(
     )
 
     configure_logging(quiet)
-    typed = T.typed_on_command_line(ctx)
+    typed = typed_on_command_line(ctx)
     if resume:
         allowed = {"run_dir", "resume", "finetune_epochs", "train__device", "repeats", "quiet", "json_output"}
         refused = sorted(f"--{name.split('__')[-1].replace('_', '-')}" for name in typed if name not in allowed)
@@ -118,7 +101,7 @@ def prune(
                                      f"--device and --repeats may be given (got {', '.join(refused)})",
                                      param_hint="--resume")  # fmt: skip
         open_pruned(run_dir)  # refusals first, before the progress display starts
-        with T.progress_display(quiet) as progress:
+        with progress_display(quiet) as progress:
             outcome = resume_pruned(run_dir, epochs=finetune_epochs if "finetune_epochs" in typed else None,
                                     device=options.get("train__device"), repeats=repeats, progress=progress)  # fmt: skip
         _finish(outcome, json_output)
@@ -132,14 +115,14 @@ def prune(
                                  frequency=frequency, schedule_epochs=schedule_epochs, finetune_epochs=finetune_epochs,
                                  freeze=freeze, repeats=repeats, report_dir=report_dir)  # fmt: skip
     request = prepare_prune(run_dir, prune_options, train_values=train_values, root=root)  # refusals first
-    with T.progress_display(quiet) as progress:
+    with progress_display(quiet) as progress:
         outcome = run_prune(request, out=out, progress=progress)
     _finish(outcome, json_output)
 
 
 def _finish(outcome, json_output: bool) -> None:
     if outcome.stopped is not None:  # the sweep ended early: report that run as train does (exit 130, 143 or 1)
-        T.show_result(outcome.stopped, json_output=json_output)
+        show_result(outcome.stopped, json_output=json_output)
         return
     if json_output:
         emit_json({"parent": str(outcome.parent.path), "runs": [str(r.run.path) for r in outcome.runs if r.run],
@@ -150,7 +133,7 @@ def _finish(outcome, json_output: bool) -> None:
 
 def _show(outcome) -> None:
     if not outcome.rows:  # resumed, with its parent gone: nothing was measured
-        T.show_result(outcome.runs[-1], json_output=False)
+        show_result(outcome.runs[-1], json_output=False)
         return
     console = stdout()
     table = Table(title=f"pruning {outcome.parent.name}")

@@ -2,18 +2,20 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, RootOption, configure_logging, emit_json, stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stderr, stdout
+from cnnbench.cli.options import values, with_options
 
 
+@with_options("study")
 def study(
+    ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="Study to run; omit to list them.", show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Study folder.",
                                              show_default="results/studies/NAME")] = None,
-    root: RootOption = Path("data"),
     epochs: Annotated[int | None, typer.Option("--epochs", help="Override every run's epochs (a quick look).",
                                                show_default="each run's own")] = None,
     scale: Annotated[str, typer.Option("--scale", help="Recipe studies (s1-s5): smoke (offline stand-in data, few "
@@ -27,6 +29,7 @@ def study(
                                                          show_default=False)] = None,
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
+    **options: Any,  # --root (cnnbench/spec/run.py OPTIONS)
 ) -> None:
     """Run a named study end to end (train, evaluate, report) and print its table."""
     from cnnbench.studies.catalog import STUDIES
@@ -56,6 +59,7 @@ def study(
         return RichProgress(stderr(), label=label)
 
     configure_logging(quiet)
+    root = values(ctx, "study")["data.root"]
     context = StudyContext(out=out or Path("results/studies") / name, root=root, epochs=epochs,
                            progress=progress, scale=scale, seeds=seeds, trials=trials,
                            overrides=_assignments(set_values or []))  # fmt: skip

@@ -5,11 +5,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli import training_options as T
 from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging
+from cnnbench.cli.options import passed_values, typed_on_command_line, with_spec_options
+from cnnbench.cli.progress import progress_display, show_result
 
 
-@T.with_spec_options("train")
+@with_spec_options("train")
 def train(
     ctx: typer.Context,
     resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run directory exactly "
@@ -26,17 +27,17 @@ def train(
     configure_logging(quiet)
     if resume is not None:
         allowed = {"resume", "train__epochs", "train__device", "quiet", "json_output"}
-        given = sorted(f"--{name.split('__')[-1].replace('_', '-')}" for name in T.typed_on_command_line(ctx)
+        given = sorted(f"--{name.split('__')[-1].replace('_', '-')}" for name in typed_on_command_line(ctx)
                        if name not in allowed)  # fmt: skip
         if given:
             raise typer.BadParameter(f"--resume continues the run with its saved options; only --epochs and --device "
                                      f"may be given (got {', '.join(given)})", param_hint="--resume")  # fmt: skip
-        typed = T.passed_values(ctx, "train")
-        with T.progress_display(quiet) as progress:
+        typed = passed_values(ctx, "train")
+        with progress_display(quiet) as progress:
             result = resume_run(resume, epochs=typed.get("train.epochs"), device=typed.get("train.device"),
                                 progress=progress)  # fmt: skip
     else:
-        spec = resolve(T.passed_values(ctx, "train"), options["config"], base=base_for("train"))
-        with T.progress_display(quiet) as progress:
+        spec = resolve(passed_values(ctx, "train"), options["config"], base=base_for("train"))
+        with progress_display(quiet) as progress:
             result = run(spec, out=options["out"], progress=progress)
-    T.show_result(result, json_output=json_output)
+    show_result(result, json_output=json_output)

@@ -5,13 +5,13 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli import training_options as T
 from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stderr, stdout
+from cnnbench.cli.options import passed_values, typed_on_command_line, with_spec_options
 
 _P = "Search"
 
 
-@T.with_spec_options("tune")
+@with_spec_options("tune")
 def tune(
     ctx: typer.Context,
     space: Annotated[str, typer.Option("--space", help="A built-in space (s3, s4, arch) or a TOML/JSON file of "
@@ -45,9 +45,9 @@ def tune(
     from cnnbench.search import TuneOptions, load_space
     from cnnbench.search import tune as run_study
 
-    passed = T.passed_values(ctx, "tune")
+    passed = passed_values(ctx, "tune")
     # --backbone (or --weights) makes the trials fine-tunes; --model and --backbone both name model.name
-    backbone = ctx.params["model__name__backbone"] if "model__name__backbone" in T.typed_on_command_line(ctx) else None
+    backbone = ctx.params["model__name__backbone"] if "model__name__backbone" in typed_on_command_line(ctx) else None
     if backbone:
         passed["model.name"] = backbone
     kind = "finetune" if backbone or "model.weights" in passed else "train"

@@ -30,7 +30,7 @@ from cnnbench.core.errors import UsageError
 from cnnbench.core.registry import did_you_mean
 
 KINDS = ("train", "finetune")
-COMMANDS = ("train", "finetune", "tune")  # the commands whose options come from the table below
+COMMANDS = ("train", "finetune", "tune")  # the commands that take the whole table below (others take a part of it)
 DEFAULT_MODEL = "mnist-7498"
 DEFAULT_DATASET, DEFAULT_DATASET_SIZE = "digits", 28
 INITS = ("default", "glorot", "he")
@@ -324,8 +324,9 @@ def base_for(kind: str) -> RunSpec:
 
 @dataclass(frozen=True)
 class Option:
-    """One command-line option of `train`/`finetune`: its dotted name, flags, help and panel; the default shown in
-    --help is read from the dataclasses (or `default` when the effective default needs words)."""
+    """One command-line option: its dotted name, flags, help, panel and the commands that take it; the default shown
+    in --help is read from the dataclasses (or `default` when the effective default needs words). cli/options.py
+    makes the Typer parameters from it."""
 
     name: str
     flags: tuple[str, ...]
@@ -359,6 +360,8 @@ def _split_text(text: str) -> Any:
 
 
 _DATA, _TRAIN, _MODEL, _DEVICE, _TRANSFER, _ARCH = "Data", "Training", "Model", "Device", "Transfer", "Arch model"
+_PREPARED = (*COMMANDS, "prepare")  # the options that shape a prepared dataset
+_SHAPED = (*_PREPARED, "budget", "models")  # ... and of them, those that change its shape
 OPTIONS: tuple[Option, ...] = (
     # model
     Option("model.name", ("--model", "-m"), "Zoo model or fit:N (see `cnnbench models`).", _MODEL, ("train", "tune"),
@@ -404,20 +407,25 @@ OPTIONS: tuple[Option, ...] = (
     # data
     Option("data.dataset", ("--dataset", "-d"), "A name from `cnnbench datasets`, or folder:PATH.", _DATA,
            default=f"{DEFAULT_DATASET}, at {DEFAULT_DATASET_SIZE}x{DEFAULT_DATASET_SIZE} unless --size"),
-    Option("data.root", ("--root",), "Folder the datasets live in (torchvision's layout).", _DATA),
+    # `prepare` takes the dataset as its argument and the split's seed as --seed; `budget` and `models` only the
+    # options that change a dataset's shape; `datasets` and `study` only --root.
+    Option("data.root", ("--root",), "Folder the datasets live in (torchvision's layout).", _DATA,
+           (*_PREPARED, "datasets", "study")),
     Option("data.split", ("--split",), "train,val,test ratios over all labelled data, e.g. 0.64,0.16,0.20.", _DATA,
-           default="the dataset's own test (and val) set, validation carved from train", parse=_split_text),
+           _PREPARED, default="the dataset's own test (and val) set, validation carved from train", parse=_split_text),
     Option("data.val_fraction", ("--val-fraction",), "Part of train held out for validation when the dataset has its "
-           "own test set and no --split.", _DATA),
+           "own test set and no --split.", _DATA, _PREPARED),
     Option("data.seed", ("--data-seed",), "Seed for the split and class subset.", _DATA, default="--seed"),
-    Option("data.classes", ("--classes",), "Keep N classes, chosen by the seed (S2).", _DATA, default="all"),
-    Option("data.grayscale", ("--grayscale/--no-grayscale",), "Convert images to one channel.", _DATA),
-    Option("data.size", ("--size",), "Resize images to SIZE x SIZE.", _DATA, default="the dataset's"),
-    Option("data.source", ("--source",), "catsdogs: the Kaggle archive or its folder.", _DATA),
-    Option("data.download", ("--download/--no-download",), "Fetch the files if they are not under --root.", _DATA),
+    Option("data.seed", ("--seed",), "Seed for the split and the class subset.", _DATA, ("prepare",)),
+    Option("data.classes", ("--classes",), "Keep N classes, chosen by the seed (S2).", _DATA, _SHAPED, default="all"),
+    Option("data.grayscale", ("--grayscale/--no-grayscale",), "Convert images to one channel.", _DATA, _SHAPED),
+    Option("data.size", ("--size",), "Resize images to SIZE x SIZE.", _DATA, _SHAPED, default="the dataset's"),
+    Option("data.source", ("--source",), "catsdogs: the Kaggle archive or its folder.", _DATA, _PREPARED),
+    Option("data.download", ("--download/--no-download",), "Fetch the files if they are not under --root.", _DATA,
+           _PREPARED),
     # Not on tune, whose --storage is the study's database (a search sets data.storage in its --config file).
     Option("data.storage", ("--storage",), "auto | memory | files (a file index, decoded while training).", _DATA,
-           ("train", "finetune")),
+           ("train", "finetune", "prepare")),
     # training
     Option("train.epochs", ("--epochs",), "Epochs to train (with --resume: the new total)."),
     Option("train.batch_size", ("--batch-size", "-b"), "Images per step."),
