@@ -99,5 +99,5 @@ def test_threads_given_for_a_gpu_run_are_kept():
     from cnnbench.runs.resources import choose_format
 
     config = TrainConfig(precision="bf16", channels_last=True, threads=3)
-    fmt = choose_format(None, None, None, config, torch.device("cuda"), lambda m: None)
+    fmt = choose_format(None, None, None, config, torch.device("cuda"))
     assert (fmt.precision, fmt.channels_last, fmt.threads) == ("bf16", True, 3)
