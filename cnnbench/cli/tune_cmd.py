@@ -34,6 +34,9 @@ def tune(
                                                  rich_help_panel=_P)] = None,
     retrain_best: Annotated[bool, typer.Option("--retrain-best", help="Finally train the best configuration on "
                                                "train+val and evaluate it once on test.", rich_help_panel=_P)] = False,
+    rebuild: Annotated[bool, typer.Option("--rebuild", help="Rebuild a damaged or lost study.journal from the "
+                                          "study's trial run directories (the old journal is kept beside it), then "
+                                          "go on.", rich_help_panel=_P)] = False,
     folder: Annotated[Path | None, typer.Option("--folder", help="The study's folder.",
                                                 show_default="results/tune/STUDY", rich_help_panel=_P)] = None,
     quiet: QuietFlag = False,
@@ -53,10 +56,11 @@ def tune(
     kind = "finetune" if backbone or "model.weights" in passed else "train"
     base = resolve(passed, options["config"], base=base_for(kind))
     space_name, params = load_space(space)
-    name = study or space_name
+    name = space_name if study is None else study  # an empty --study is refused, not replaced
     tune_options = TuneOptions(study=name, folder=folder or Path("results/tune") / name, storage=storage,
                                n_trials=n_trials, sampler=sampler, pruner=pruner, repeats=repeats, seed=base.train.seed,
-                               max_params=base.train.max_params, max_macs=max_macs, retrain_best=retrain_best)
+                               max_params=base.train.max_params, max_macs=max_macs, retrain_best=retrain_best,
+                               rebuild=rebuild)
     configure_logging(quiet)
 
     def progress(label: str):

@@ -25,6 +25,7 @@ class TuneOptions:
     max_params: int | None = None
     max_macs: int | None = None
     retrain_best: bool = False
+    rebuild: bool = False  # a journal study: rebuild study.journal from the trial run directories first
 
 
 def validate_options(options: TuneOptions) -> None:
@@ -41,3 +42,6 @@ def validate_options(options: TuneOptions) -> None:
             raise UsageError(f"bad --{name.replace('_', '-')} {value}: expected a positive number")
     if not options.study or any(c in options.study for c in "/\\\0") or options.study.startswith("."):
         raise UsageError(f"bad --study {options.study!r}: use a plain name (letters, digits, - and _)")
+    if options.rebuild and options.storage:
+        raise UsageError("--rebuild rebuilds a study's journal file from its trial run directories; a --storage "
+                         "database keeps its own records (leave --rebuild out)")

@@ -11,6 +11,7 @@ import math
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
@@ -18,6 +19,7 @@ from optuna.trial import TrialState
 
 from cnnbench.core.errors import UsageError
 from cnnbench.core.processes import pid_alive, process_started
+from cnnbench.search.journal import check_journal, journal_path, rebuild, refuse_a_lost_journal, set_aside
 from cnnbench.search.options import TuneOptions
 from cnnbench.search.space import Param
 
@@ -36,8 +38,9 @@ def open_study(options: TuneOptions, space: list[Param]):
             raise UsageError(f"--storage {options.storage!r}: cannot open it ({type(error).__name__}: "
                              f"{str(error).splitlines()[0][:200]})") from None  # fmt: skip
     else:
-        path = str(options.folder / "study.journal")
-        storage = optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        path = journal_path(options.folder)
+        rebuilt_from = _mend_journal(options, path)
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     # Median: a trial is stopped at an epoch where it is below the median of the trials before it at that epoch,
     # once 3 trials have finished (Optuna's default 5 wastes most of a short study) and after its first epoch.
     pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=3,
@@ -48,7 +51,28 @@ def open_study(options: TuneOptions, space: list[Param]):
     # Seeded, and seeded afresh by how far the study has got: a continued study (or a second worker) must not replay
     # the first process's samples, which would all be rejected as repeats; a new study with a seed is reproducible.
     study.sampler = make_sampler(options, space, options.seed + len(study.trials))
+    if not options.storage and options.rebuild:
+        with _folder_lock(options):
+            added = rebuild(study, options.folder, options.study, space)
+        kept = f" (the old journal is kept as {rebuilt_from})" if rebuilt_from else ""
+        logger.warning(f"rebuilt study {options.study!r} in {path} from {added} trial(s) in "
+                       f"{options.folder / 'trials'}{kept}")  # fmt: skip
     return study
+
+
+def _mend_journal(options: TuneOptions, path: Path) -> Path | None:
+    """Before Optuna reads the journal: mend a cut-off last record, refuse damage in the middle and a lost journal
+    (journal.py); with --rebuild, set the old journal aside (returned) for a new one."""
+    with _folder_lock(options):
+        if options.rebuild:
+            if not path.is_file():
+                return None
+            kept = set_aside(path)
+            path.unlink()
+            return kept
+        refuse_a_lost_journal(options.folder, options.study)
+        check_journal(path)
+    return None
 
 
 def make_sampler(options: TuneOptions, space: list[Param], seed: int):
@@ -76,6 +100,13 @@ def study_lock(options: TuneOptions, study) -> Iterator[None]:
             finally:
                 connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
         return
+    with _folder_lock(options):
+        yield
+
+
+@contextlib.contextmanager
+def _folder_lock(options: TuneOptions) -> Iterator[None]:
+    """The study folder's lock file, for workers on this machine."""
     with open(options.folder / ".ask.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -1,0 +1,127 @@
+"""A search study's journal, damaged every way a kill, a full disk or a stray write leaves it, and lost: the study
+loses no finished trial, says exactly what happened, and offers the way out (`tune --rebuild`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnnbench.core.errors import UsageError
+from cnnbench.search import TuneOptions, parse_space, tune
+from cnnbench.search.journal import scan
+from cnnbench.spec.run import resolve
+
+SPACE = {"train.lr": {"float": [1e-3, 3e-2], "log": True}}
+
+
+def base(data_root: Path):
+    return resolve({"model.name": "mnist-722", "data.size": 28, "data.root": data_root, "train.epochs": 1})
+
+
+def options(folder: Path, n_trials: int, **more) -> TuneOptions:
+    return TuneOptions(study="j", folder=folder, n_trials=n_trials, seed=1, **more)
+
+
+def trial_states(folder: Path) -> list[str]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    return [t.state.name for t in optuna.load_study(study_name="j", storage=storage).trials]
+
+
+@pytest.fixture(scope="module")
+def finished_study(data_root, tmp_path_factory) -> Path:
+    """A study of two completed trials; tests damage copies of it."""
+    folder = tmp_path_factory.mktemp("study") / "j"
+    tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 2))
+    assert trial_states(folder) == ["COMPLETE", "COMPLETE"]
+    return folder
+
+
+@pytest.fixture
+def study_copy(finished_study, tmp_path) -> Path:
+    return Path(shutil.copytree(finished_study, tmp_path / "j"))
+
+
+def test_scan_finds_the_first_bad_record_and_where_it_starts():
+    good = b'{"a": 1}\n{"b": 2}\n'
+    assert scan(good) == (2, len(good), None)
+    records, sound, bad = scan(good + b'{"c": ')
+    assert (records, sound, bad.offset, bad.number, bad.problem) == (2, len(good), len(good), 3,
+                                                                     "cut off: no newline at its end")  # fmt: skip
+    assert scan(good + b"\xff\xfe\n")[2].problem == "not UTF-8 text"
+    assert scan(good + b"[1]\n")[2].problem == "not a JSON object"
+    assert scan(b'{"a": 1}\ngarbage\n{"b": 2}\n')[2].number == 2
+
+
+@pytest.mark.parametrize("damage", ["cut 37 bytes off", "garbage line appended", "not UTF-8 appended",
+                                    "cut inside the last record"])  # fmt: skip
+def test_a_damaged_last_record_is_set_aside_and_the_study_goes_on(data_root, study_copy, caplog, monkeypatch, damage):
+    journal = study_copy / "study.journal"
+    original = journal.read_bytes()
+    damaged = {"cut 37 bytes off": original[:-37], "garbage line appended": original + b"garbage\n",
+               "not UTF-8 appended": original + b"\xff\xfe\xfa",
+               "cut inside the last record": original[:-1][: original[:-1].rfind(b"\n") + 20]}[damage]  # fmt: skip
+    journal.write_bytes(damaged)
+    # The process that wrote the study is this one; the damage stands for its death mid-append, so it must look dead.
+    monkeypatch.setattr("cnnbench.search.storage.pid_alive", lambda pid: pid != os.getpid())
+    caplog.set_level(logging.WARNING, logger="cnnbench")
+    summary = tune(base(data_root), "j", parse_space(SPACE, "t"), options(study_copy, 3))
+    warning = next(r.getMessage() for r in caplog.records if "study.journal" in r.getMessage())
+    assert "its last record" in warning and "dropped" in warning and ".damaged-" in warning
+    kept = list(study_copy.glob("study.journal.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged  # the file as it was, byte for byte
+    # Every trial finished before the damage is still there; the one whose result was lost runs again.
+    assert summary["complete"] == 3 and trial_states(study_copy).count("COMPLETE") == 3
+    again = tune(base(data_root), "j", parse_space(SPACE, "t"), options(study_copy, 4))  # and the next run too
+    assert again["complete"] == 4 and scan(journal.read_bytes())[2] is None
+
+
+def test_damage_in_the_middle_is_one_line_and_rebuild_recovers_every_finished_trial(cli, data_root, study_copy,
+                                                                                     finished_study):
+    journal = study_copy / "study.journal"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    journal.write_bytes(b"".join(lines[:3] + [b"\x00\x00garbage\n"] + lines[3:]))
+    args = ("tune", "--space", _space_file(study_copy.parent), "--study", "j", "--folder", study_copy, "--n-trials",
+            "3", "--model", "mnist-722", "--size", "28", "--root", data_root, "--epochs", "1", "--seed", "1")
+    refused = cli(*args)
+    assert refused.code == 2 and len(refused.err.strip().splitlines()) == 1, refused.err
+    assert f"{journal} is damaged at byte" in refused.err and "record 4" in refused.err and "--rebuild" in refused.err
+    assert not list(study_copy.glob("study.journal.damaged-*"))  # refusing changes nothing
+    rebuilt = cli(*args, "--rebuild", "--json")
+    assert rebuilt.code == 0, rebuilt.err
+    assert "rebuilt study 'j'" in rebuilt.err and "from 2 trial(s)" in rebuilt.err
+    assert rebuilt.json()["complete"] == 3
+    kept = list(study_copy.glob("study.journal.damaged-*"))
+    assert len(kept) == 1 and b"garbage" in kept[0].read_bytes()
+    scores, old = _completed_scores(study_copy), _completed_scores(finished_study)
+    assert len(scores) == 3 and scores[:2] == old  # the two old scores came back, then one new trial
+
+
+def test_a_lost_journal_is_refused_then_rebuilt_from_the_trial_runs(data_root, study_copy, finished_study):
+    (study_copy / "study.journal").unlink()
+    with pytest.raises(UsageError, match=r"study.journal is missing, but .* holds 2 run\(s\) of 2 trial\(s\)"):
+        tune(base(data_root), "j", parse_space(SPACE, "t"), options(study_copy, 2))
+    summary = tune(base(data_root), "j", parse_space(SPACE, "t"), options(study_copy, 2, rebuild=True))
+    assert summary["complete"] == 2 and len(list((study_copy / "trials").iterdir())) == 2  # nothing trained again
+    assert sorted(_completed_scores(study_copy)) == sorted(_completed_scores(finished_study))
+
+
+def _completed_scores(folder: Path) -> list[float]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    return [t.value for t in optuna.load_study(study_name="j", storage=storage).trials if t.value is not None]
+
+
+def _space_file(folder: Path) -> Path:
+    path = folder / "space.json"
+    path.write_text(json.dumps(SPACE))
+    return path
