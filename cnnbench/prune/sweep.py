@@ -41,6 +41,8 @@ def parse_amounts(text: str) -> tuple[float, ...]:
         if not 0.0 < value < 1.0:
             raise UsageError(f"bad --amount {item!r}: expected fractions strictly between 0 and 1, separated by commas "
                              f"(e.g. 0.5,0.7,0.9)")  # fmt: skip
+        if value in values:
+            raise UsageError(f"--amount {text!r} gives {item} twice; each amount trains one run, so give it once")
         values.append(value)
     return tuple(values)
 
@@ -60,6 +62,8 @@ def parse_macs(text: str) -> tuple[int, ...]:
         if not (math.isfinite(value) and value >= 1):
             raise UsageError(f"bad --target-macs {item!r}: expected MACs per image, e.g. 2.5M or 400k (comma-separated "
                              f"for several runs)")  # fmt: skip
+        if int(value) in values:
+            raise UsageError(f"--target-macs {text!r} gives {item} twice; each target trains one run, so give it once")
         values.append(int(value))
     return tuple(values)
 
@@ -147,7 +151,8 @@ def resume_pruned(path: Path, *, epochs: int | None = None, device: str | None =
     are not part of this call)."""
     run, config = open_pruned(path)
     # the prune kind puts the masks (and polynomial schedule) back in force itself (runs/prune.py)
-    result = kinds.resume_run(run.path, epochs=epochs, device=device, progress=progress)
+    result = kinds.resume_run(run.path, epochs=epochs, device=device, progress=progress,
+                              epochs_flag="--finetune-epochs")
     parent_path = Path(config.parent)
     if not (parent_path / "config.json").is_file():
         logger.info(f"note: the parent run {parent_path} is gone; nothing to measure against")

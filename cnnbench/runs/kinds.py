@@ -55,7 +55,7 @@ def run(spec: RunSpec, *, kind: str | None = None, request: Any = None, out: Pat
 
 
 def resume_run(path: Path, *, epochs: int | None = None, device: str | None = None, progress: Any = None,
-               callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+               callbacks: list[Any] | tuple[Any, ...] = (), epochs_flag: str = "--epochs") -> RunResult:  # fmt: skip
     """Continue the run at `path` from its last checkpoint, with what its kind (config.json's `kind`) needs again:
     a pruned run's masks and schedule, a fine-tune's feature cache."""
 
@@ -63,4 +63,4 @@ def resume_run(path: Path, *, epochs: int | None = None, device: str | None = No
         KINDS.get(saved.kind).restore(saved, plan, config)
 
     return resume_from_checkpoint(path, restore=restore, epochs=epochs, device=device, progress=progress,
-                                  callbacks=callbacks)  # fmt: skip
+                                  callbacks=callbacks, epochs_flag=epochs_flag)  # fmt: skip

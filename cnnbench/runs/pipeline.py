@@ -47,6 +47,12 @@ class RunResult:
     status: str  # completed | interrupted | failed | diverged | a callback's own status (a search's "pruned")
     summary: dict[str, Any]
 
+    def raise_if_interrupted(self) -> None:
+        """For a caller running many runs (a search, a study): stop the way this run was stopped, so the command
+        exits as documented (130 after Ctrl-C, 143 after SIGTERM)."""
+        if self.status == "interrupted":
+            raise Terminated if self.summary.get("signal") == "SIGTERM" else KeyboardInterrupt
+
 
 def check_budget(counts: dict[str, int], max_params: int | None, *, model: str, count: str = "trainable") -> None:
     if max_params is not None and counts[count] > max_params:
@@ -95,11 +101,13 @@ Restore = Callable[[RunConfig, "ModelPlan", TrainConfig], None]
 
 
 def resume_run(path: Path, *, restore: Restore, epochs: int | None = None, device: str | None = None,
-               progress: Any = None, callbacks: list[Any] | tuple[Any, ...] = ()) -> RunResult:  # fmt: skip
+               progress: Any = None, callbacks: list[Any] | tuple[Any, ...] = (),
+               epochs_flag: str = "--epochs") -> RunResult:  # fmt: skip
     """Continue the run at `path` from its last checkpoint, exactly as if it had not stopped; `restore` is its kind's
     (kinds.resume_run chooses it from config.json).
 
-    Only the total number of epochs (to train a finished run further) and the device may change.
+    Only the total number of epochs (to train a finished run further) and the device may change; `epochs_flag` is
+    the option that sets it in the calling command (prune's is --finetune-epochs), for the message that asks for it.
     """
     import os
 
@@ -110,14 +118,14 @@ def resume_run(path: Path, *, restore: Restore, epochs: int | None = None, devic
         lock.acquire()
     try:
         return _resume(run_dir, restore=restore, epochs=epochs, device=device, progress=progress,
-                           callbacks=callbacks)  # fmt: skip
+                       callbacks=callbacks, epochs_flag=epochs_flag)  # fmt: skip
     finally:
         if lock is not None:
             lock.release()
 
 
 def _resume(run_dir: RunDir, *, restore: Restore, epochs: int | None, device: str | None, progress: Any,
-            callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
+            callbacks: list[Any] | tuple[Any, ...], epochs_flag: str) -> RunResult:  # fmt: skip
     saved = run_dir.read_config(require=("data", "prepared", "train", "model", "device"))  # older runs lack the rest
     spec = saved.run_spec()
     config = replace(spec.train, epochs=epochs or spec.train.epochs, device=device or spec.train.device)
@@ -132,8 +140,8 @@ def _resume(run_dir: RunDir, *, restore: Restore, epochs: int | None, device: st
     status = summary.status if summary else "incomplete"
     finished = status in ("completed", "diverged") and epochs is None  # more needs an explicit --epochs
     if state["epoch"] >= config.epochs or finished:
-        raise UsageError(f"{run_dir.name} already completed {state['epoch']} epochs; pass --epochs N with N larger "
-                         f"to train it further")  # fmt: skip
+        raise UsageError(f"{run_dir.name} already completed {state['epoch']} epochs; pass {epochs_flag} N with N "
+                         f"larger to train it further")  # fmt: skip
 
     def rebuild(prepared: Prepared) -> ModelPlan:
         model_spec = saved.model_spec()

@@ -166,6 +166,11 @@ def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dic
     if options.method == "structured" and set(layers) <= {classifier_output_layer(skeleton)}:
         raise UsageError(f"--layers {options.layers!r} chooses only {layers[0]}, the classifier's output layer, which "
                          f"structured pruning leaves alone (removing its outputs would remove classes)")  # fmt: skip
+    parent_macs = (config.params or {}).get("macs")
+    above = [target for target in options.target_macs if parent_macs is not None and target >= parent_macs]
+    if above:
+        raise UsageError(f"--target-macs {above[0]:,}: {parent.name} ({parent_model.name}) already needs only "
+                         f"{parent_macs:,} MACs per image, so there is nothing to remove; give a target below that")
     if parent.status() != "completed":
         logger.info(f"note: {parent.name} is {parent.status()}; pruning its best checkpoint so far")
     return PruneRequest(parent=parent, config=config, parent_model=parent_model, best=best, spec=spec, layers=layers,
@@ -198,6 +203,11 @@ def plan(prepared, *, request: PruneRequest, kind: str, target: float) -> ModelP
                       pruned_layers=[n for n in layers if n not in skipped], skipped=skipped)  # fmt: skip
         for note in pruned.notes:
             logger.info(note)
+        if not record["pruned_layers"]:  # a run that removed nothing would be recorded as pruned: refuse it
+            what = f"--amount {target:g}" if kind == "amount" else f"--target-macs {target:,}"
+            whole = _some([f"{name} ({why})" for name, why in skipped.items() if name in layers])
+            raise UsageError(f"structured {what} removes no channel of {parent_model.name}: Torch-Pruning left every "
+                             f"chosen layer whole ({whole}); choose other --layers, or use --method magnitude")
         logger.info(f"removed {pruned.channel_ratio:.0%} of the channels of {len(record['pruned_layers'])} layer(s); "
                     f"left alone: {_some([f'{name} ({why})' for name, why in skipped.items()])}")  # fmt: skip
     else:

@@ -22,7 +22,14 @@ from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
 from cnnbench.search.retrain import retrain_best
 from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
-from cnnbench.search.storage import counted, make_sampler, open_study, recover_dead_trials, study_lock
+from cnnbench.search.storage import (
+    counted,
+    grid_exhausted,
+    make_sampler,
+    open_study,
+    recover_dead_trials,
+    study_lock,
+)
 from cnnbench.spec.run import RunSpec
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,7 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     from cnnbench.runs.kinds import run
 
     family_of(base.model_name)  # an unknown model is a usage error before the study exists, not a failed trial
+    _check_space_fits_the_kind(space_name, space, base)
     for name, value in BUILTIN_BASE.get(space_name, {}).items():
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
             base = base.with_values({name: value})
@@ -50,6 +58,11 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     while True:
         with study_lock(options, study):
             if counted(study) >= options.n_trials:
+                break
+            size = grid_exhausted(study)
+            if size is not None:
+                logger.warning(f"the grid has {size} point(s), all tried: the study ends with {counted(study)} "
+                               f"trial(s), short of --n-trials {options.n_trials}")  # fmt: skip
                 break
             trial = study.ask()
             trial.set_user_attr("host", socket.gethostname())
@@ -92,6 +105,19 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     return summary
 
 
+def _check_space_fits_the_kind(space_name: str, space: list[Param], base: RunSpec) -> None:
+    """A space that samples fine-tuning options (a head, a freezing policy) over scratch runs would train the same
+    model in every trial, ignoring them: refuse it, saying what the search lacks."""
+    from cnnbench.spec.run import OPTIONS
+
+    transfer_only = {o.name for o in OPTIONS if "finetune" in o.commands and "train" not in o.commands}
+    sampled = [p.name for p in space if p.name in transfer_only]
+    if sampled and base.kind != "finetune":
+        raise UsageError(f"the space {space_name} samples fine-tuning options ({', '.join(sampled)}), so its trials "
+                         f"fine-tune a backbone: give --backbone NAME (e.g. --backbone resnet18; `cnnbench models` "
+                         f"lists them) or --weights")  # fmt: skip
+
+
 def _reject(study, trial, spec: RunSpec, params: dict[str, Any], options: TuneOptions) -> str | None:
     counts = budget_of(spec)
     if counts is None and spec.model_name == "arch":
@@ -129,8 +155,7 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
             result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
         runs.append(str(result.run.path))
         trial.set_user_attr("runs", runs)
-        if result.status == "interrupted":
-            raise KeyboardInterrupt
+        result.raise_if_interrupted()
         if result.status != "completed":
             status = result.status
             break

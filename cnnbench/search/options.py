@@ -3,6 +3,7 @@ pruner, repeats, budgets), and the check of those options before anything opens 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,9 @@ def validate_options(options: TuneOptions) -> None:
         value = getattr(options, name)
         if value is not None and value < 1:
             raise UsageError(f"bad --{name.replace('_', '-')} {value}: expected a positive number")
-    if not options.study or any(c in options.study for c in "/\\\0") or options.study.startswith("."):
-        raise UsageError(f"bad --study {options.study!r}: use a plain name (letters, digits, - and _)")
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9._-]*", options.study):  # a folder name on every system
+        raise UsageError(f"bad --study {options.study!r}: use a plain name (ASCII letters, digits, - and _; dots "
+                         f"inside)")
     if options.rebuild and options.storage:
         raise UsageError("--rebuild rebuilds a study's journal file from its trial run directories; a --storage "
                          "database keeps its own records (leave --rebuild out)")

@@ -105,8 +105,11 @@ def _param(name: str, entry: Any, where: str) -> Param:
     if step is not None and (not isinstance(step, numeric) or step <= 0 or log):
         raise UsageError(f"{where}: step must be a positive number (and cannot go with log)")
     accepted = [a for a in _arms(field_type(name)) if a in (int, float)]
-    if not accepted or (kind == "float" and float not in accepted):
-        raise UsageError(f"{where}: {name} takes {field_type(name)}, not a {kind} range")
+    if (float if kind == "float" else int) not in accepted:  # an int range over a float would sample 1, 2, 3 only
+        better = f"; give float = [{low}, {high}]" if float in accepted else ""
+        article = "an" if kind == "int" else "a"
+        takes = " or ".join(a.__name__ for a in _arms(field_type(name)) if a is not type(None))
+        raise UsageError(f"{where}: {name} takes {takes}, not {article} {kind} range{better}")
     for bound in (low, high):
         coerce(name, bound, where)
     return Param(name, kind, low=low, high=high, log=log, step=step)

@@ -75,9 +75,31 @@ def _mend_journal(options: TuneOptions, path: Path) -> Path | None:
     return None
 
 
+class _GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its study.stop() once the grid is used up: stop() works only inside
+    study.optimize (elsewhere it raises), and this search asks and tells by itself; `grid_exhausted` ends it."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def grid_exhausted(study) -> int | None:
+    """The grid's size when every point of it has been started (finished, failed or running) and nothing is queued
+    to run again; else None. Asking on would only repeat a point."""
+    sampler = study.sampler
+    if not isinstance(sampler, optuna.samplers.GridSampler):
+        return None
+    trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return None
+    started = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
+    size = len(sampler._all_grids)
+    return size if len(started) >= size else None
+
+
 def make_sampler(options: TuneOptions, space: list[Param], seed: int):
     if options.sampler == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid() for p in space}, seed=seed)
+        return _GridSampler({p.name: p.grid() for p in space}, seed=seed)
     if options.sampler == "tpe":
         return optuna.samplers.TPESampler(seed=seed)
     return optuna.samplers.RandomSampler(seed=seed)

@@ -25,8 +25,7 @@ class StudyContext:
 def check_finished(result, accepted: tuple[str, ...] = ("completed",)) -> None:
     """A study goes on only after a run it accepts: Ctrl-C (interrupted) stops it as an interruption, anything else
     (diverged, failed) as a failed check naming the run and why, so a Makefile sees exit 1, not 130."""
-    if result.status == "interrupted":
-        raise KeyboardInterrupt
+    result.raise_if_interrupted()
     if result.status not in accepted:
         raise CheckFailed(f"study stopped: run {result.run.path} ended {result.status}: "
                           f"{result.summary.get('reason') or result.summary.get('error', '')}")  # fmt: skip
