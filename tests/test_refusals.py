@@ -95,3 +95,18 @@ def test_a_search_or_study_stopped_by_sigterm_exits_143_like_train():
     with pytest.raises(KeyboardInterrupt):  # exit 130
         RunResult(run=None, status="interrupted", summary={}).raise_if_interrupted()
     RunResult(run=None, status="completed", summary={}).raise_if_interrupted()  # nothing to stop
+
+
+def test_a_config_folder_is_named_as_a_folder_and_a_byte_order_mark_is_read_past(tmp_path):
+    from cnnbench.spec.run import load_file
+
+    with pytest.raises(UsageError, match="is a folder; give a TOML or JSON file"):
+        load_file(tmp_path)
+    bom = tmp_path / "notepad.toml"
+    bom.write_bytes(b"\xef\xbb\xbf[train]\nepochs = 3\n")  # what Windows Notepad saves
+    assert load_file(bom) == {"train.epochs": 3}
+
+
+def test_tune_refuses_out_which_it_would_ignore(cli, tmp_path):
+    line = one_line(cli("tune", "--space", "s4", "--out", tmp_path / "x"))
+    assert "No such option: --out" in line and not (tmp_path / "x").exists()

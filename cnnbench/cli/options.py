@@ -68,11 +68,13 @@ def with_options(command_name: str) -> Callable[[Callable[..., None]], Callable[
     return lambda command: splice(command, [parameter(option, command_name) for option in options_for(command_name)])
 
 
-def with_spec_options(kind: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the run specification's options for `kind`, plus --config and --out."""
-    run_file = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile),
-                inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("results/runs"),
-                                  annotation=Out)]  # fmt: skip
+def with_spec_options(kind: str, *, out: bool = True) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the run specification's options for `kind`, plus --config and (unless `out` is False: tune
+    writes into its study's --folder) --out."""
+    run_file = [inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ConfigFile)]
+    if out:
+        run_file.append(inspect.Parameter("out", inspect.Parameter.KEYWORD_ONLY, default=Path("results/runs"),
+                                          annotation=Out))  # fmt: skip
     return lambda command: splice(command, [*(parameter(option, kind) for option in options_for(kind)), *run_file])
 
 

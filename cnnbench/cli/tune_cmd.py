@@ -11,7 +11,7 @@ from cnnbench.cli.options import passed_values, typed_on_command_line, with_spec
 _P = "Search"
 
 
-@with_spec_options("tune")
+@with_spec_options("tune", out=False)  # a study goes to --folder; an --out would be ignored
 def tune(
     ctx: typer.Context,
     space: Annotated[str, typer.Option("--space", help="A built-in space (s3, s4, arch) or a TOML/JSON file of "

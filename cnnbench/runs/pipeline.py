@@ -29,7 +29,7 @@ from cnnbench.data.prepare import Prepared, PrepareOptions
 from cnnbench.engine import Callback, EpochCallback, StopRun, build_trainer, select_device
 from cnnbench.engine.autotune import PromiseWatch
 from cnnbench.models import build
-from cnnbench.models.accounting import budget
+from cnnbench.models.accounting import budget, count_parameters
 from cnnbench.runs import resources
 from cnnbench.runs.lock import RunLock
 from cnnbench.runs.record import SCHEMA, RunConfig, RunSummary
@@ -267,7 +267,11 @@ def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[s
     started = time.perf_counter()
 
     def finish(status: str, **extra: Any) -> RunResult:
-        summary = _summary(run_dir, trainer, status, counts, time.perf_counter() - started, **extra)
+        # What pruning left is measured from the weights as they end (the best checkpoint's, once completed): a
+        # polynomial schedule or a resumed pruned run starts denser than it ends, and config.json has the start.
+        measured = count_parameters(trainer.model)
+        ended = {**counts, "nonzero": measured["nonzero"], "sparsity": measured["sparsity"]}
+        summary = _summary(run_dir, trainer, status, ended, time.perf_counter() - started, **extra)
         _draw_curves(run_dir)
         run_dir.write_summary(summary)
         return RunResult(run=run_dir, status=status, summary=summary.to_dict())

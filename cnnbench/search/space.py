@@ -128,7 +128,7 @@ def load_space(text: str) -> tuple[str, list[Param]]:
     if not path.is_file():
         raise UsageError(f"--space {text!r}: no such built-in space or file; built-in: {', '.join(BUILTIN_SPACES)}")
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not content
         data = tomllib.loads(raw) if path.suffix.lower() == ".toml" else json.loads(raw)
     except UnicodeDecodeError:
         raise UsageError(f"--space {text!r} is not UTF-8 text") from None

@@ -245,11 +245,13 @@ def _flatten(data: dict[str, Any], prefix: str = "", *, origin: str) -> dict[str
 def load_file(path: Path) -> dict[str, Any]:
     """A config file (TOML, or JSON by any other suffix) as {dotted name: value}; one-line errors for bad files."""
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--config {str(path)!r} is a folder; give a TOML or JSON file (examples/*.toml)")
     if not path.is_file():
         raise UsageError(f"--config {str(path)!r} does not exist")
     is_toml = path.suffix.lower() == ".toml"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark (Windows editors write one) is not content
         data = tomllib.loads(text) if is_toml else json.loads(text)
     except UnicodeDecodeError:
         raise UsageError(f"--config {str(path)!r} is not UTF-8 text") from None
