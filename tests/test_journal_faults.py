@@ -125,3 +125,35 @@ def _space_file(folder: Path) -> Path:
     path = folder / "space.json"
     path.write_text(json.dumps(SPACE))
     return path
+
+
+def test_ctrl_c_leaves_the_tables_and_a_moved_study_folder_finds_its_own_runs(data_root, tmp_path, monkeypatch):
+    import pandas as pd
+
+    from cnnbench.runs import kinds
+
+    real, calls = kinds.run, []
+
+    def interrupted_second_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kinds, "run", interrupted_second_trial)
+    folder = tmp_path / "first" / "j"
+    with pytest.raises(KeyboardInterrupt):
+        tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 3))
+    table = pd.read_csv(folder / "trials.csv")  # written on the way out
+    assert list(table["state"]) == ["complete", "fail", "waiting"]  # the stopped one, failed and queued again
+    assert (folder / "trials.csv").read_text().splitlines()[1].split(",")[list(table.columns).index("epochs")] == "1"
+    monkeypatch.setattr(kinds, "run", real)
+
+    moved = Path(shutil.move(folder, tmp_path / "moved" / "j"))  # the journal records runs inside its folder
+    summary = tune(base(data_root), "j", parse_space(SPACE, "t"), options(moved, 3))
+    assert summary["complete"] == 3
+    runs = pd.read_csv(moved / "trials.csv")["runs"].dropna()
+    assert all(str(moved) in text and Path(text).is_dir() for text in runs)
+    shutil.rmtree(Path(runs.iloc[0]))
+    tune(base(data_root), "j", parse_space(SPACE, "t"), options(moved, 3))  # nothing to add: the tables again
+    assert "run directory missing" in pd.read_csv(moved / "trials.csv")["note"].iloc[0]

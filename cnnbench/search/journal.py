@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import statistics
 import time
 from collections.abc import Iterator
@@ -50,6 +51,22 @@ class BadRecord:
 
 def journal_path(folder: Path) -> Path:
     return Path(folder) / JOURNAL
+
+
+def recorded_run(folder: Path, run: Path) -> str:
+    """How a trial's run directory is recorded in the journal: relative to the study folder, so a moved or copied
+    study folder (or a command run from another directory) still finds its own runs."""
+    return os.path.relpath(Path(run).resolve(), Path(folder).resolve())
+
+
+def run_of(folder: Path, recorded: str) -> Path:
+    """A recorded run directory as a path to open. Studies before cnnbench recorded them relative to the study
+    folder stored them as given (absolute, or relative to the working directory): those are taken as they are."""
+    path = Path(recorded)
+    if path.is_absolute():
+        return path
+    inside = Path(folder) / path
+    return inside if inside.exists() or not path.exists() else path
 
 
 def scan(data: bytes) -> tuple[int, int, BadRecord | None]:
@@ -201,7 +218,7 @@ def rebuild(study, folder: Path, study_name: str, space) -> int:
                            f"left out")  # fmt: skip
             continue
         statuses = [run.status for run in runs]
-        attrs = {"runs": [str(run.path) for run in runs], "rebuilt_from_trial": number,
+        attrs = {"runs": [recorded_run(folder, run.path) for run in runs], "rebuilt_from_trial": number,
                  "epochs": sum(run.epochs or 0 for run in phases[0])}  # every phase of the first repeat, as scored
         if all(status == "completed" for status in statuses) and all(r.best_val_acc is not None for r in runs):
             state, value = TrialState.COMPLETE, statistics.fmean(run.best_val_acc for run in runs)

@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from cnnbench.core.logs import warnings_only
 from cnnbench.core.errors import CheckFailed, Terminated, UsageError
+from cnnbench.search.journal import recorded_run
 from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
 from cnnbench.search.retrain import retrain_best
@@ -55,49 +56,54 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
         recover_dead_trials(study)
     rejected_in_a_row = 0
     started = time.perf_counter()
-    while True:
-        with study_lock(options, study):
-            if counted(study) >= options.n_trials:
-                break
-            size = grid_exhausted(study)
-            if size is not None:
-                logger.warning(f"the grid has {size} point(s), all tried: the study ends with {counted(study)} "
-                               f"trial(s), short of --n-trials {options.n_trials}")  # fmt: skip
-                break
-            trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("pid", os.getpid())
-            trial.set_user_attr("started", time.time())
-        params = {p.name: p.suggest(trial) for p in space}
-        spec = trial_spec(base, params)
-        reason = _reject(study, trial, spec, params, options)
-        if reason:
-            trial.set_user_attr("rejected", reason)
-            study.tell(trial, state=TrialState.FAIL)
-            rejected_in_a_row += 1
-            if reason.startswith("repeats trial"):  # another worker drew the same sequence: move this one off it
-                study.sampler = make_sampler(options, space, options.seed + len(study.trials) + os.getpid())
-            if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
-                raise CheckFailed(f"{rejected_in_a_row} sampled configurations in a row were rejected ({reason}); "
-                                  f"widen the space or raise the budget")  # fmt: skip
-            continue
-        rejected_in_a_row = 0
-        try:
-            value, status, runs = _run_trial(study, trial, spec, params, options, run, progress)
-        except (KeyboardInterrupt, Terminated):
-            _fail_and_requeue(study, trial, "interrupted")
-            raise
-        except Exception as error:
-            _fail_and_requeue(study, trial, f"{type(error).__name__}: {error}")
-            raise
-        if status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
-        elif status == "completed":
-            study.tell(trial, value)
-        else:  # diverged: a result of the configuration, not an accident; not retried
-            trial.set_user_attr("failure", status)
-            study.tell(trial, state=TrialState.FAIL)
-        logger.info(trial_line(trial.number, status, value, params, runs))
+    try:
+        while True:
+            with study_lock(options, study):
+                if counted(study) >= options.n_trials:
+                    break
+                size = grid_exhausted(study)
+                if size is not None:
+                    logger.warning(f"the grid has {size} point(s), all tried: the study ends with {counted(study)} "
+                                   f"trial(s), short of --n-trials {options.n_trials}")  # fmt: skip
+                    break
+                trial = study.ask()
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("pid", os.getpid())
+                trial.set_user_attr("started", time.time())
+            params = {p.name: p.suggest(trial) for p in space}
+            spec = trial_spec(base, params)
+            reason = _reject(study, trial, spec, params, options)
+            if reason:
+                trial.set_user_attr("rejected", reason)
+                study.tell(trial, state=TrialState.FAIL)
+                rejected_in_a_row += 1
+                if reason.startswith("repeats trial"):  # another worker drew the same sequence: move this one off it
+                    study.sampler = make_sampler(options, space, options.seed + len(study.trials) + os.getpid())
+                if rejected_in_a_row >= MAX_REJECTED_IN_A_ROW:
+                    raise CheckFailed(f"{rejected_in_a_row} sampled configurations in a row were rejected ({reason}); "
+                                      f"widen the space or raise the budget")  # fmt: skip
+                continue
+            rejected_in_a_row = 0
+            try:
+                value, status, runs = _run_trial(study, trial, spec, params, options, run, progress)
+            except (KeyboardInterrupt, Terminated):
+                _fail_and_requeue(study, trial, "interrupted")
+                raise
+            except Exception as error:
+                _fail_and_requeue(study, trial, f"{type(error).__name__}: {error}")
+                raise
+            if status == "pruned":
+                study.tell(trial, state=TrialState.PRUNED)
+            elif status == "completed":
+                study.tell(trial, value)
+            else:  # diverged: a result of the configuration, not an accident; not retried
+                trial.set_user_attr("failure", status)
+                study.tell(trial, state=TrialState.FAIL)
+            logger.info(trial_line(trial.number, status, value, params, runs))
+    except (KeyboardInterrupt, Terminated):  # a stopped study still gets its tables, of the trials so far
+        if study.get_trials(deepcopy=False):
+            write_outputs(study, options, space)
+        raise
     summary = write_outputs(study, options, space)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if options.retrain_best and summary.get("best"):
@@ -153,7 +159,7 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         # the trial's run keeps its info lines to itself: the search logs one line per trial instead
         with (progress(label) if progress else contextlib.nullcontext()) as bar, warnings_only():
             result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
-        runs.append(str(result.run.path))
+        runs.append(recorded_run(options.folder, result.run.path))
         trial.set_user_attr("runs", runs)
         result.raise_if_interrupted()
         if result.status != "completed":

@@ -15,6 +15,7 @@ from cnnbench.core import plots
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
 from cnnbench.core.tables import markdown_table
 from cnnbench.runs.rundir import RunDir
+from cnnbench.search.journal import run_of
 from cnnbench.search.options import TuneOptions
 from cnnbench.search.space import Param
 
@@ -30,7 +31,7 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def trials_frame(study):
+def trials_frame(study, folder: Path):
     """One row per trial: state, score, sampled values, size, timings, and why it was rejected or failed."""
     import pandas as pd  # here, not at the top: a space or option error should exit without importing pandas
 
@@ -38,21 +39,30 @@ def trials_frame(study):
     names = sorted({name for t in trials for name in t.params})
     rows = []
     for t in trials:
+        runs = [run_of(folder, recorded) for recorded in t.user_attrs.get("runs", [])]
+        missing = [str(run) for run in runs if not run.is_dir()]
+        note = t.user_attrs.get("rejected") or t.user_attrs.get("failure") or ""
+        if missing:  # deleted by hand since: the row still says what was measured, and that its run is gone
+            note = "; ".join(filter(None, [note, f"run directory missing: {', '.join(missing)}"]))
         rows.append({"trial": t.number, "state": t.state.name.lower(), "value": t.value,
                      **{name: t.params.get(name) for name in names},
                      "epochs": t.user_attrs.get("epochs"), "params": t.user_attrs.get("params"),
                      "macs": t.user_attrs.get("macs"), "seconds_per_epoch": t.user_attrs.get("seconds_per_epoch"),
                      "duration_s": round(t.duration.total_seconds(), 2) if t.duration else None,
                      "rejected": "rejected" in t.user_attrs,  # sampled, never trained: over budget or a repeat
-                     "note": t.user_attrs.get("rejected") or t.user_attrs.get("failure") or "",
-                     "runs": " ".join(t.user_attrs.get("runs", []))})  # fmt: skip
-    return pd.DataFrame(rows)
+                     "note": note, "runs": " ".join(str(run) for run in runs)})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    for column in frame.columns:  # whole numbers stay whole (40, not 40.0) in a column with gaps (failed trials)
+        present = [row[column] for row in rows if row[column] is not None]  # as recorded, before pandas' floats
+        if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+            frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def write_outputs(study, options: TuneOptions, space: list[Param]) -> dict[str, Any]:
     """trials.csv/md (rejected samples left out of the markdown), best.json (a config file train/finetune accept),
     a parameter-importance table and plots."""
-    frame = trials_frame(study)
+    frame = trials_frame(study, options.folder)
     write_text_atomic(options.folder / "trials.csv", frame.to_csv(index=False))
     shown = frame[~frame["rejected"]].drop(columns=["rejected"])
     lines = [f"Study {options.study}: {len(shown)} trials ({(shown['state'] == 'complete').sum()} complete, "
@@ -74,7 +84,7 @@ def write_outputs(study, options: TuneOptions, space: list[Param]) -> dict[str, 
             lines += ["", f"Parameter importance: not computed ({error})."]
     if complete:
         best = study.best_trial
-        run_path = Path(best.user_attrs["runs"][0])
+        run_path = run_of(options.folder, best.user_attrs["runs"][0])
         spec = RunDir(run_path).read_config().spec  # the first repeat's: what `train --config best.json` reruns
         write_json_atomic(options.folder / "best.json", spec)
         summary["best"] = {"trial": best.number, "value": best.value, "params": best.params, "spec": spec,
