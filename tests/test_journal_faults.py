@@ -157,3 +157,16 @@ def test_ctrl_c_leaves_the_tables_and_a_moved_study_folder_finds_its_own_runs(da
     shutil.rmtree(Path(runs.iloc[0]))
     tune(base(data_root), "j", parse_space(SPACE, "t"), options(moved, 3))  # nothing to add: the tables again
     assert "run directory missing" in pd.read_csv(moved / "trials.csv")["note"].iloc[0]
+
+
+def test_retrain_best_checks_its_split_first_and_a_rerun_reuses_the_retrain(data_root, tmp_path):
+    mnist = resolve({"data.dataset": "mnist", "data.root": tmp_path / "nothing", "model.name": "mnist-722"})
+    with pytest.raises(UsageError, match="--retrain-best needs explicit split ratios for mnist"):
+        tune(mnist, "j", parse_space(SPACE, "t"), options(tmp_path / "m", 1, retrain_best=True))
+    assert not (tmp_path / "m").exists()  # refused before the study (or any trial) exists
+
+    folder = tmp_path / "r"
+    first = tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 1, retrain_best=True))
+    again = tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 1, retrain_best=True))
+    assert again["retrained"] == first["retrained"]  # the same run and test figure, not a second retrain
+    assert len(list((folder / "best").iterdir())) == 1

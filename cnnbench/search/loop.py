@@ -21,7 +21,7 @@ from cnnbench.core.errors import CheckFailed, Terminated, UsageError
 from cnnbench.search.journal import recorded_run
 from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
-from cnnbench.search.retrain import retrain_best
+from cnnbench.search.retrain import merged_split, retrain_best
 from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
 from cnnbench.search.storage import (
     counted,
@@ -47,6 +47,8 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     from cnnbench.runs.kinds import run
 
     family_of(base.model_name)  # an unknown model is a usage error before the study exists, not a failed trial
+    if options.retrain_best:
+        merged_split(base)  # its usage is checked before the trials, not after them
     _check_space_fits_the_kind(space_name, space, base)
     for name, value in BUILTIN_BASE.get(space_name, {}).items():
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
