@@ -110,3 +110,10 @@ def test_a_config_folder_is_named_as_a_folder_and_a_byte_order_mark_is_read_past
 def test_tune_refuses_out_which_it_would_ignore(cli, tmp_path):
     line = one_line(cli("tune", "--space", "s4", "--out", tmp_path / "x"))
     assert "No such option: --out" in line and not (tmp_path / "x").exists()
+
+
+def test_a_database_that_refuses_is_one_line_and_leaves_no_folder(cli, tmp_path):
+    line = one_line(cli("tune", "--space", "s4", "--storage", "sqlite:////nonexistent/dir/x.db", "--folder",
+                        tmp_path / "study"))  # fmt: skip
+    assert "--storage 'sqlite:////nonexistent/dir/x.db': cannot open it" in line
+    assert not (tmp_path / "study").exists()

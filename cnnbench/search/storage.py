@@ -30,14 +30,15 @@ STALE_AFTER_S = 600  # a RUNNING trial whose heartbeat is older than this, on an
 
 def open_study(options: TuneOptions, space: list[Param]):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options.folder.mkdir(parents=True, exist_ok=True)
     if options.storage:
         try:
             storage = optuna.storages.RDBStorage(options.storage)
         except Exception as error:  # a bad URL, a missing driver, a server that does not answer
             raise UsageError(f"--storage {options.storage!r}: cannot open it ({type(error).__name__}: "
                              f"{str(error).splitlines()[0][:200]})") from None  # fmt: skip
+        options.folder.mkdir(parents=True, exist_ok=True)  # after the database answered: a refusal leaves nothing
     else:
+        options.folder.mkdir(parents=True, exist_ok=True)
         path = journal_path(options.folder)
         rebuilt_from = _mend_journal(options, path)
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
