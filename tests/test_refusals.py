@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -117,3 +120,25 @@ def test_a_database_that_refuses_is_one_line_and_leaves_no_folder(cli, tmp_path)
                         tmp_path / "study"))  # fmt: skip
     assert "--storage 'sqlite:////nonexistent/dir/x.db': cannot open it" in line
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to bind-mount a folder")
+def test_a_read_only_bind_mount_is_named_not_the_root_of_its_device(trained_run, tmp_path):
+    """A read-only bind mount of one folder sits on the same device as its parent: the message must name it, not /."""
+    from tests.helpers import copy_run
+
+    run = copy_run(trained_run("mnist-722", epochs=2), tmp_path)
+    (run / "eval").mkdir(exist_ok=True)
+    script = (f"mount --bind {run / 'eval'} {run / 'eval'} && mount -o remount,ro,bind {run / 'eval'} && "
+              f"exec {sys.executable} -m cnnbench evaluate {run} -q")  # fmt: skip
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=120)
+    if "mount" in result.stderr and result.returncode not in (0, 2):
+        pytest.skip(f"cannot bind-mount here: {result.stderr.strip()}")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"({run / 'eval'} is mounted read-only)" in lines[0], result.stderr
+
+
+def test_a_name_too_long_for_the_file_system_says_so_and_what_to_do(cli, tmp_path):
+    line = one_line(cli("prepare", "digits", "--root", tmp_path / ("x" * 300), "-q"))
+    assert "File name too long (a name of 300 bytes" in line and "use shorter names" in line

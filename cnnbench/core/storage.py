@@ -11,6 +11,7 @@ import errno
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,8 +30,10 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:  # a write to the open file names none: say which
+            error.filename = str(path)
         raise
 
 
@@ -86,7 +89,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 # --- places that cannot be written: one line naming the path, the OS's reason and what to do ---
 
 UNWRITABLE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENOSPC,
-                     errno.EDQUOT}  # fmt: skip
+                     errno.EDQUOT, errno.ENAMETOOLONG}  # fmt: skip
 
 
 @contextmanager
@@ -112,6 +115,10 @@ def unwritable(path: Path, error: OSError, *, elsewhere: str) -> str:
         return f"cannot write {path}: {reason}; free space within your quota on {mount} and run again"
     if error.errno == errno.EROFS:
         return f"cannot write {path}: {reason} ({mount} is mounted read-only); {elsewhere}"
+    if error.errno == errno.ENAMETOOLONG:
+        longest = max(Path(error.filename or path).parts, key=len)
+        return (f"cannot write {path}: {reason} (a name of {len(longest.encode())} bytes, {longest[:24]}...; file "
+                f"systems allow about 255); use shorter names, or {elsewhere}")  # fmt: skip
     if error.errno in (errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         in_the_way = _in_the_way(Path(error.filename) if error.filename else path, error.errno)
         if in_the_way:
@@ -130,9 +137,20 @@ def _in_the_way(target: Path, code: int) -> str | None:
 
 
 def _mount_point(path: Path) -> Path:
-    existing = Path(os.path.abspath(path))
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    """The mount holding `path`: the longest mount point above it in the system's mount table (a bind mount of one
+    folder is on the same device as its parent, so walking up to the first device change would name / instead)."""
+    existing = Path(os.path.realpath(path))
+    while not os.path.lexists(existing) and existing != existing.parent:  # lexists: False, not an error, for a
+        existing = existing.parent  # name too long
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as table:
+            points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[1])  # \040: a space
+                      for line in table if len(line.split()) > 1]
+    except OSError:  # not Linux: the first device change above the path
+        points = []
+    above = [Path(p) for p in points if existing == Path(p) or Path(p) in existing.parents]
+    if above:
+        return max(above, key=lambda p: len(p.parts))
     while not os.path.ismount(existing) and existing != existing.parent:
         existing = existing.parent
     return existing
