@@ -142,3 +142,9 @@ def test_a_read_only_bind_mount_is_named_not_the_root_of_its_device(trained_run,
 def test_a_name_too_long_for_the_file_system_says_so_and_what_to_do(cli, tmp_path):
     line = one_line(cli("prepare", "digits", "--root", tmp_path / ("x" * 300), "-q"))
     assert "File name too long (a name of 300 bytes" in line and "use shorter names" in line
+
+
+def test_an_impossible_place_names_the_option_that_moves_it(cli, tmp_path):
+    line = one_line(cli("tune", "--space", "s4", "--folder", "/proc/cnnbench-nowhere"))
+    assert line.endswith("/proc/cnnbench-nowhere: No such file or directory; check the path, or choose another place "
+                         "(--folder)")  # fmt: skip

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if debug:
             raise
-        return _fail(describe_os_error(error), 2, json_output)
+        return _fail(describe_os_error(error, next((a for a in args if not a.startswith('-')), None)), 2,
+                     json_output)  # fmt: skip
     except Exception as error:  # a bug: say so in one line unless asked for the traceback
         if debug:
             raise
@@ -111,13 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
-def describe_os_error(error: OSError) -> str:
+# The option that chooses where each command writes, for "choose another place (...)".
+_WHERE = {"tune": "--folder", "prepare": "--root", "study": "--out or --root", "evaluate": "copy the run elsewhere",
+          "report": "--out"}  # fmt: skip
+
+
+def describe_os_error(error: OSError, command: str | None = None) -> str:
     """One line for a place that cannot be read or written: which path, why, and what to do."""
     from cnnbench.core.storage import UNWRITABLE_ERRNOS, unwritable
 
+    where = _WHERE.get(command or "", "--out or --root")
+    advice = where if where.startswith("copy") else f"choose another place ({where})"
     if error.errno in UNWRITABLE_ERRNOS and error.filename:
-        return unwritable(error.filename, error, elsewhere="choose another place (--out, --root)")
-    return f"{error.filename or 'a file'}: {error.strerror or error}"
+        return unwritable(error.filename, error, elsewhere=advice)
+    if error.filename:  # e.g. a folder that cannot be made there (/proc/x): the place, and what to do
+        return f"{error.filename}: {error.strerror or error}; check the path, or {advice}"
+    return f"{error.strerror or error}; {advice}"
 
 
 def _main_thread() -> bool:
