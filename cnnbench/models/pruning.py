@@ -108,7 +108,7 @@ def sparsify(model: nn.Module, layers: list[str], sparsity: float, *, method: st
 class ChannelPruning:
     model: nn.Module  # rebuilt from `spec` with the pruned weights loaded: what the child run trains
     spec: Any  # ModelSpec with the narrowed widths
-    channel_ratio: float
+    channel_ratio: float  # measured: the share of the chosen layers' output channels removed (small layers round)
     output_layer: str  # the classifier's output layer, never pruned
     unchanged: list[str]  # chosen layers whose outputs Torch-Pruning left whole (coupled to a layer it may not prune)
     notes: list[str] = field(default_factory=list)
@@ -171,7 +171,10 @@ def prune_channels(model: nn.Module, model_spec: Any, layers: list[str], *, rati
     child.load_state_dict(model.state_dict())  # strict: proves the run directory's spec rebuilds exactly this model
     after = {name: _outputs(module) for name, module in prunable_layers(child).items()}
     unchanged = [name for name in layers if name != output_layer and after.get(name) == layers_before[name]]
-    return ChannelPruning(model=child, spec=child_spec, channel_ratio=float(ratio), output_layer=output_layer,
+    chosen = [name for name in layers if name != output_layer]
+    before_total = sum(layers_before[name] for name in chosen)
+    removed = 1 - sum(after[name] for name in chosen) / before_total if before_total else 0.0
+    return ChannelPruning(model=child, spec=child_spec, channel_ratio=round(removed, 4), output_layer=output_layer,
                           unchanged=unchanged, notes=notes)  # fmt: skip
 
 

@@ -45,7 +45,8 @@ WARMUP_REPEATS = 2
 # A large model at batch 64 on a CPU can take a second a pass: stop timing rounds after this long (at least 3 rounds).
 LATENCY_SECONDS_CAP = 10.0
 SAME_WITHIN = 0.05  # latencies closer than this are reported as no clear difference
-REPORT_COLUMNS = ("run", "role", "method", "schedule", "amount", "layers", "finetune_epochs", "val_accuracy",
+REPORT_COLUMNS = ("run", "role", "method", "schedule", "amount", "target_macs", "channel_ratio", "layers",
+                  "finetune_epochs", "val_accuracy",
                   "test_accuracy", "params", "nonzero_params", "sparsity", "pruned_layers_sparsity", "macs",
                   "macs_nonzero", "checkpoint_bytes", "checkpoint_gzip_bytes", "latency_ms_b1", "latency_ms_b64",
                   "csr_latency_ms_b1", "csr_latency_ms_b64", "csr_layers", "device", "threads", "path")  # fmt: skip
@@ -199,7 +200,9 @@ def measure_and_report(outcome, options, *, device: str, root: Path | None, fold
             pruning = result.run.read_config().pruning
             entries.append((result.run, {"role": "pruned", "method": pruning["method"], "schedule": pruning["schedule"],
                                          "amount": pruning["amount"], "layers": pruning["layers"],
-                                         "finetune_epochs": options.finetune_epochs}, pruning["pruned_layers"]))
+                                         "finetune_epochs": options.finetune_epochs,
+                                         "target_macs": pruning.get("target_macs"),
+                                         "channel_ratio": pruning.get("channel_ratio")}, pruning["pruned_layers"]))
         rows, layer_rows, measured = [], [], []
         for run, facts, pruned_layers in entries:
             accuracy = {f"{split}_accuracy": _accuracy(run, split, device=device, root=root)

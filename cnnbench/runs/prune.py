@@ -198,7 +198,9 @@ def plan(prepared, *, request: PruneRequest, kind: str, target: float) -> ModelP
                     for name in pruned.unchanged}  # fmt: skip
         # their outputs stay; their inputs shrink with the chosen layers that feed them
         skipped |= {name: "not chosen by --layers" for name in prunable_layers(model) if name not in layers}
-        record.update(amount=pruned.channel_ratio, channel_ratio=pruned.channel_ratio,
+        # amount: what was asked (a --target-macs run: the share it took); channel_ratio: what was removed
+        record.update(amount=float(target) if kind == "amount" else pruned.channel_ratio,
+                      channel_ratio=pruned.channel_ratio,
                       target_macs=target if kind == "target_macs" else None, library=_library_version(),
                       pruned_layers=[n for n in layers if n not in skipped], skipped=skipped)  # fmt: skip
         for note in pruned.notes:

@@ -1,0 +1,49 @@
+"""What a pruned run records is what was done, measured from its saved weights (issue 25, 3): its summary's sparsity
+after a polynomial schedule or a resume, and a --target-macs run's target and the share of channels it removed."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from cnnbench.models.accounting import count_parameters
+from cnnbench.runs.rundir import RunDir
+from tests.helpers import copy_run
+
+
+NO_PROBE = ("--precision", "fp32", "--no-channels-last", "--threads", "2")  # the format given: no probe to time
+
+
+def _measured_sparsity(run) -> float:
+    return count_parameters(RunDir(run).load_model("best"))["sparsity"]
+
+
+def test_a_polynomial_child_records_the_sparsity_its_weights_have(cli, trained_run, tmp_path):
+    parent = copy_run(trained_run("mnist-722", epochs=2), tmp_path / "parent")  # prune evaluates it: a copy
+    result = cli("prune", parent, "--amount", "0.6", "--schedule", "polynomial", "--frequency", "5",
+                 "--finetune-epochs", "2", "--repeats", "1", *NO_PROBE, "--out", tmp_path / "out", "-q", "--json")  # fmt: skip
+    assert result.code == 0, result.err
+    child = next(p for p in (tmp_path / "out").iterdir() if (p / "summary.json").is_file())
+    summary = json.loads((child / "summary.json").read_text())
+    measured = _measured_sparsity(child)
+    assert measured > 0.3  # the schedule reached well past zero: a dense start recorded as 0.0 would fail below
+    assert abs(summary["params"]["sparsity"] - measured) < 1e-9
+    assert summary["params"]["nonzero"] == int(sum(torch.count_nonzero(p) for p in
+                                                   RunDir(child).load_model("best").parameters()))  # fmt: skip
+
+
+def test_a_target_macs_child_records_its_target_and_the_channels_it_removed(cli, trained_run, tmp_path):
+    parent = copy_run(trained_run("mnist-722", epochs=2), tmp_path / "parent")
+    macs = json.loads((parent / "config.json").read_text())["params"]["macs"]
+    target = macs // 2
+    result = cli("prune", parent, "--method", "structured", "--target-macs", str(target), "--finetune-epochs", "1",
+                 "--repeats", "1", *NO_PROBE, "--out", tmp_path / "out", "-q")  # fmt: skip
+    assert result.code == 0, result.err
+    child = next(p for p in (tmp_path / "out").iterdir() if (p / "prune.json").is_file())
+    pruning = json.loads((child / "config.json").read_text())["pruning"]
+    row = json.loads((child / "prune.json").read_text())
+    assert pruning["target_macs"] == row["target_macs"] == target and row["macs"] <= target
+    before = json.loads((parent / "config.json").read_text())["model"]
+    after = json.loads((child / "config.json").read_text())["model"]
+    assert after != before and 0 < row["channel_ratio"] < 1  # measured from the narrowed widths, not the 1% step
