@@ -16,20 +16,16 @@ import torch
 from cnnbench.core import storage
 from cnnbench.data.prepare import load_or_prepare
 from cnnbench.core.errors import UsageError
-from cnnbench.evaluate.evaluation import evaluate_run
 from cnnbench.runs.rundir import DamagedRun, RunDir
-from cnnbench.runs.kinds import run as run_spec
-from tests.helpers import DIGITS28, StopAfter, digits, spec
+from tests.helpers import DIGITS28, INTERRUPTED722, digits
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory, data_root) -> Path:
+@pytest.fixture
+def template(trained_run) -> Path:
     """An interrupted run after epoch 1 of 2 (both checkpoints, one metrics row, a summary, a test evaluation): every
-    command can read it, and --resume has an epoch left to train. Tests damage copies of it."""
-    out = tmp_path_factory.mktemp("template")
-    run = run_spec(spec(digits(data_root), "mnist-722", epochs=2), out=out, callbacks=[StopAfter(1)]).run
-    evaluate_run(run.path, split="test")
-    return run.path
+    command can read it, and --resume has an epoch left to train. The session's shared run (`trained_run`): tests
+    damage copies of it."""
+    return trained_run(**INTERRUPTED722, evaluate=["test"])
 
 
 @pytest.fixture

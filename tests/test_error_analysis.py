@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from cnnbench.evaluate.calibration import (brier_score, calibration_figures, expected_calibration_error, fit_temperature,
                                   maximum_calibration_error, negative_log_likelihood, softmax)  # fmt: skip
 from cnnbench.evaluate.metrics import least_confident, most_confused_pairs, top_losses
+from tests.helpers import MNIST722, copy_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -189,19 +189,16 @@ def test_most_confused_pairs_count_the_off_diagonal_cells():
 # --- evaluate on a run ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_root) -> Path:
-    from cnnbench.runs.kinds import run as run_spec
-    from tests.helpers import digits, spec
-
-    return run_spec(spec(digits(data_root), "mnist-722", epochs=3, lr=3e-3),
-                    out=tmp_path_factory.mktemp("runs")).run.path  # fmt: skip
+@pytest.fixture
+def trained(trained_run) -> Path:
+    """The session's shared mnist-722 run (not evaluated); shared, so tests read it or work on a copy."""
+    return trained_run(**MNIST722)
 
 
 @pytest.fixture
 def run_copy(trained, tmp_path) -> Path:
     """A copy per test: evaluations write into the run folder."""
-    return Path(shutil.copytree(trained, tmp_path / trained.name))
+    return copy_run(trained, tmp_path)
 
 
 def test_evaluate_writes_every_picture_table_and_calibration_figure(cli, run_copy):
@@ -288,7 +285,7 @@ def test_without_a_validation_split_temperature_scaling_is_skipped_with_a_note(c
 def test_run_curves_draws_a_runs_curves_and_nothing_for_a_run_without_epochs(trained, tmp_path):
     from cnnbench.runs.pipeline import run_curves
 
-    copy = Path(shutil.copytree(trained, tmp_path / "run"))
+    copy = copy_run(trained, tmp_path, "run")
     (copy / "curves.png").unlink(missing_ok=True)
     assert run_curves(copy) == copy / "curves.png"
     assert_png(copy / "curves.png")

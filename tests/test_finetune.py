@@ -22,7 +22,7 @@ from cnnbench.models import InputSpec, ModelSpec, build
 from cnnbench.models.transfer import apply_freeze, build_transfer, imagenet_weights_path, parse_head, resolve_backbone
 from cnnbench.runs.rundir import RunDir
 from cnnbench.runs.kinds import run as run_spec
-from tests.helpers import finetune_spec, spec
+from tests.helpers import MNIST7498, finetune_spec
 
 DIGITS32 = ["--dataset", "digits", "--size", "32"]
 RGB32 = InputSpec(channels=3, height=32, width=32, num_classes=10)
@@ -365,14 +365,11 @@ def test_head_epochs_make_a_parent_head_run_then_a_fine_tune(cli, data_root, tmp
 # --- 7. transfer from our own run -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits_run(data_root, tmp_path_factory) -> Path:
-    """A trained mnist-7498 run on the ten digits (head: dropout, Dense 32, Dense 10)."""
-    data = PrepareOptions(dataset="digits", root=data_root, size=28)
-    result = run_spec(spec(data, "mnist-7498", epochs=2, lr=3e-3, seed=1),
-                       out=tmp_path_factory.mktemp("own"))  # fmt: skip
-    assert result.status == "completed"
-    return result.run.path
+@pytest.fixture
+def digits_run(trained_run) -> Path:
+    """A trained mnist-7498 run on the ten digits (head: dropout, Dense 32, Dense 10): the session's shared run, which
+    fine-tuning only reads."""
+    return trained_run(**MNIST7498)
 
 
 def test_finetune_from_our_own_run_to_another_class_count(cli, data_root, digits_run, tmp_path):

@@ -18,7 +18,8 @@ from cnnbench.models.accounting import count_macs, count_parameters
 from cnnbench.engine.sparsity import PolynomialPlan, SparseFineTune, is_update_step, polynomial_sparsity
 from cnnbench.models.pruning import classifier_output_layer, prune_channels, select_layers, sparsify
 from cnnbench.prune.sweep import PruneOptions, prune_run, resume_pruned
-from tests.helpers import StopAfter, digits, spec
+from cnnbench.runs.rundir import RunDir
+from tests.helpers import StopAfter, copy_run
 
 MNIST = InputSpec(channels=1, height=28, width=28, num_classes=10)
 # A pruned and briefly fine-tuned model may lose at most this much test accuracy against its parent (digits, 359 test
@@ -27,12 +28,11 @@ ACCURACY_TOLERANCE = 0.03
 
 
 @pytest.fixture(scope="module")
-def parent(data_root, tmp_path_factory):
-    """A mnist-7498 run on digits at 28x28: about 0.95 test accuracy in 5 epochs (a second or two)."""
-    from cnnbench.runs.kinds import run as run_spec
-
-    return run_spec(spec(digits(data_root), "mnist-7498", epochs=5, lr=3e-3, batch_size=64),
-                    out=tmp_path_factory.mktemp("parent")).run  # fmt: skip
+def parent(trained_run, tmp_path_factory) -> RunDir:
+    """A mnist-7498 run on digits at 28x28: about 0.95 test accuracy in 5 epochs (a second or two). A copy of the
+    session's shared run, for this module alone: measuring a sweep evaluates its parent into the parent's eval/."""
+    shared = trained_run("mnist-7498", epochs=5, lr=3e-3, batch_size=64)
+    return RunDir.open(copy_run(shared, tmp_path_factory.mktemp("parent")))
 
 
 def zeros(tensor: torch.Tensor) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import shutil
@@ -11,41 +10,25 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cnnbench.data.prepare import PrepareOptions
-from cnnbench.evaluate.evaluation import evaluate_run
-from cnnbench.runs.kinds import run as run_spec
-from tests.helpers import spec
-
-
-def _tree_digest(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
-    return digest.hexdigest()
+from tests.helpers import INTERRUPTED722, MNIST722, MNIST7498, copy_run, tree_digest
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, data_root) -> Path:
-    """Two seeds of mnist-722 and one of mnist-7498 (evaluated on test), plus one interrupted run."""
+def runs(tmp_path_factory, trained_run) -> Path:
+    """Two seeds of mnist-722 and one of mnist-7498 (evaluated on test), plus one interrupted run, in a folder of their
+    own: copies of the session's shared runs."""
     out = tmp_path_factory.mktemp("runs")
-    data = PrepareOptions(dataset="digits", root=data_root, size=28, seed=0)
-    for model, seed in (("mnist-722", 1), ("mnist-722", 2), ("mnist-7498", 1)):
-        result = run_spec(spec(data, model, epochs=3, seed=seed, lr=3e-3), out=out)
-        evaluate_run(result.run.path, split="test")
-
-    def stop(result):
-        raise KeyboardInterrupt
-
-    run_spec(spec(data, "mnist-722", epochs=3, seed=9), out=out, callbacks=[stop])
+    for settings in ({**MNIST722, "seed": 0}, {**MNIST722, "seed": 1}, MNIST7498):
+        copy_run(trained_run(**settings, evaluate=["test"]), out)
+    copy_run(trained_run(**INTERRUPTED722), out)
     return out
 
 
 def test_report_has_one_row_per_run_with_the_seed_columns(cli, runs, tmp_path):
-    before = _tree_digest(runs)
+    before = tree_digest(runs)
     result = cli("report", runs, "--out", tmp_path)
     assert result.code == 0, result.err
-    assert _tree_digest(runs) == before, "report must never modify a run directory"
+    assert tree_digest(runs) == before, "report must never modify a run directory"
     table = pd.read_csv(tmp_path / "report.csv")
     assert len(table) == 4
     for column in ("epochs", "batch_size", "model", "dropout", "lr", "loss", "accuracy", "val_loss", "val_accuracy",
@@ -89,7 +72,7 @@ def test_sort_descending_and_unknown_columns(cli, runs, tmp_path):
 
 
 def test_report_with_plots_draws_the_comparisons_and_one_curve_png_per_run(cli, runs, tmp_path):
-    before = _tree_digest(runs)
+    before = tree_digest(runs)
     result = cli("report", runs, "--out", tmp_path, "--plots", "--json")
     assert result.code == 0, result.err
     answer = result.json()
@@ -107,7 +90,7 @@ def test_report_with_plots_draws_the_comparisons_and_one_curve_png_per_run(cli, 
     assert "![accuracy against parameters](plots/accuracy_vs_params.png)" in markdown
     assert sorted(links) == sorted(f"plots/{name}" for name in names)
     assert all((tmp_path / link).is_file() for link in links)
-    assert _tree_digest(runs) == before, "report --plots must never modify a run directory"
+    assert tree_digest(runs) == before, "report --plots must never modify a run directory"
 
 
 def test_grouped_comparisons_draw_means_with_error_bars(cli, runs, tmp_path):

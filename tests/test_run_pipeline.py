@@ -16,7 +16,7 @@ from cnnbench.core.errors import CheckFailed
 from cnnbench.runs.rundir import RunDir
 from cnnbench.runs.kinds import resume_run
 from cnnbench.runs.kinds import run as run_spec
-from tests.helpers import DIGITS28, digits, spec
+from tests.helpers import DIGITS28, MNIST7498, digits, spec
 
 
 def test_a_diverging_run_stops_at_once_and_says_why(cli, data_root, tmp_path):
@@ -115,15 +115,15 @@ def test_a_study_whose_run_fails_exits_1_not_as_if_interrupted(cli, data_root, t
                                      progress=lambda label: __import__("contextlib").nullcontext()))
 
 
-def test_a_finetune_run_records_the_model_it_fine_tuned(cli, data_root, tmp_path):
-    parent = run_spec(spec(digits(data_root), "mnist-7498", epochs=1), out=tmp_path / "parent").run
-    result = cli("finetune", "--weights", f"run:{parent.path}", *DIGITS28, "--root", data_root, "--epochs", "1",
+def test_a_finetune_run_records_the_model_it_fine_tuned(cli, data_root, trained_run, tmp_path):
+    parent = trained_run(**MNIST7498)  # shared: fine-tuning only reads it
+    result = cli("finetune", "--weights", f"run:{parent}", *DIGITS28, "--root", data_root, "--epochs", "1",
                  "--out", tmp_path / "child", "--quiet", "--json")  # fmt: skip
     assert result.code == 0, result.err
     config = RunDir(result.json()["run_dir"]).config()
     assert config["spec"]["model"]["name"] == "mnist-7498" and config["kind"] == "finetune"
     assert "model" not in config["train"]
-    assert config["spec"]["model"]["weights"] == f"run:{parent.path}"
+    assert config["spec"]["model"]["weights"] == f"run:{parent}"
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
