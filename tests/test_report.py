@@ -118,9 +118,12 @@ def test_damaged_runs_are_left_out_of_the_plots(cli, runs, tmp_path):
     from cnnbench.report import collect, comparison_points
 
     mixed = tmp_path / "mixed"
-    for run in sorted(runs.iterdir())[:2]:
+    # two runs whose labels differ: mnist-722 seed 1 (evaluated) and mnist-7498, the one to damage
+    good = next(r for r in sorted(runs.iterdir()) if r.name.endswith("mnist-722-digits-s1"))
+    bad = next(r for r in sorted(runs.iterdir()) if "mnist-7498" in r.name)
+    for run in (good, bad):
         shutil.copytree(run, mixed / run.name)
-    damaged = mixed / sorted(runs.iterdir())[0].name
+    damaged = mixed / bad.name
     (damaged / "summary.json").write_text('{"status": "completed", "best":')  # truncated
     result = cli("report", mixed, "--out", tmp_path / "out", "--plots", "--json")
     assert result.code == 0, result.err

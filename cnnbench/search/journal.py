@@ -53,9 +53,12 @@ def journal_path(folder: Path) -> Path:
     return Path(folder) / JOURNAL
 
 
-def recorded_run(folder: Path, run: Path) -> str:
-    """How a trial's run directory is recorded in the journal: relative to the study folder, so a moved or copied
-    study folder (or a command run from another directory) still finds its own runs."""
+def recorded_run(folder: Path, run: Path, *, database: bool = False) -> str:
+    """How a trial's run directory is recorded: in a journal study, relative to the study folder, so a moved or copied
+    study folder (or a command run from another directory) still finds its own runs. A database study is shared by
+    workers with folders of their own (on other machines too): there the absolute path says whose run it is."""
+    if database:
+        return str(Path(run).resolve())
     return os.path.relpath(Path(run).resolve(), Path(folder).resolve())
 
 

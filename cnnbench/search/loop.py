@@ -161,7 +161,7 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         # the trial's run keeps its info lines to itself: the search logs one line per trial instead
         with (progress(label) if progress else contextlib.nullcontext()) as bar, warnings_only():
             result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
-        runs.append(recorded_run(options.folder, result.run.path))
+        runs.append(recorded_run(options.folder, result.run.path, database=bool(options.storage)))
         trial.set_user_attr("runs", runs)
         result.raise_if_interrupted()
         if result.status != "completed":
