@@ -461,8 +461,9 @@ def test_seed_aliases_resolve_to_the_closest_torchvision_backbone_with_a_note():
 def test_an_alias_is_recorded_in_the_run(data_root, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="cnnbench")
     result = run_spec(finetune_spec(PrepareOptions(dataset="digits", root=data_root, size=32, classes=2),
-                                    backbone="resnet50v2", weights="none", epochs=1, seed=0),
-                      out=tmp_path)  # fmt: skip
+                                    backbone="resnet50v2", weights="none", epochs=1, seed=0, freeze="all",
+                                    precision="fp32", channels_last=False, threads=2),
+                      out=tmp_path)  # fmt: skip  (frozen, format given: no resnet50 probe or backward pass to wait for)
     config = result.run.config()
     assert config["model"]["name"] == config["finetune"]["backbone"] == "resnet50"
     assert config["finetune"]["weights"]["alias"].startswith("resnet50v2 -> resnet50")
