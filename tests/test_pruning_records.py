@@ -4,10 +4,12 @@ after a polynomial schedule or a resume, and a --target-macs run's target and th
 from __future__ import annotations
 
 import json
+import logging
 
 import torch
 
 from cnnbench.models.accounting import count_parameters
+from cnnbench.runs.prune import PruneOptions, prepare_prune
 from cnnbench.runs.rundir import RunDir
 from tests.helpers import copy_run
 
@@ -19,7 +21,7 @@ def _measured_sparsity(run) -> float:
     return count_parameters(RunDir(run).load_model("best"))["sparsity"]
 
 
-def test_a_polynomial_child_records_the_sparsity_its_weights_have(cli, trained_run, tmp_path):
+def test_a_polynomial_child_records_the_sparsity_its_weights_have(cli, trained_run, tmp_path, caplog):
     parent = copy_run(trained_run("mnist-722", epochs=2), tmp_path / "parent")  # prune evaluates it: a copy
     result = cli("prune", parent, "--amount", "0.6", "--schedule", "polynomial", "--frequency", "5",
                  "--finetune-epochs", "2", "--repeats", "1", *NO_PROBE, "--out", tmp_path / "out", "-q", "--json")  # fmt: skip
@@ -31,6 +33,10 @@ def test_a_polynomial_child_records_the_sparsity_its_weights_have(cli, trained_r
     assert abs(summary["params"]["sparsity"] - measured) < 1e-9
     assert summary["params"]["nonzero"] == int(sum(torch.count_nonzero(p) for p in
                                                    RunDir(child).load_model("best").parameters()))  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="cnnbench")
+    prepare_prune(child, PruneOptions(amounts=(0.8,)))  # pruning it again: said before anything trains
+    assert any(f"{child.name} is itself a pruned run (magnitude, amount 0.6, {measured:.0%} of its weights zero)"
+               in line for line in caplog.messages), caplog.messages
 
 
 def test_a_target_macs_child_records_its_target_and_the_channels_it_removed(cli, trained_run, tmp_path):

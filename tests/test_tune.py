@@ -89,6 +89,11 @@ def test_the_median_pruner_stops_a_hopeless_trial(data_root, tmp_path):
     pruned = [r for r in (options.folder / "trials").iterdir()
               if json.loads((r / "summary.json").read_text())["status"] == "pruned"]  # fmt: skip
     assert len(pruned) == 1 and json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"] < 6
+    import pandas as pd
+
+    table = pd.read_csv(options.folder / "trials.csv")  # the epochs a pruned trial cost are on record too
+    epochs = table.loc[table["state"] == "pruned", "epochs"]
+    assert list(epochs) == [json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"]]
 
 
 @pytest.mark.parametrize("content, named", [

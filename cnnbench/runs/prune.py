@@ -171,6 +171,12 @@ def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dic
     if above:
         raise UsageError(f"--target-macs {above[0]:,}: {parent.name} ({parent_model.name}) already needs only "
                          f"{parent_macs:,} MACs per image, so there is nothing to remove; give a target below that")
+    if config.pruning:  # pruning a pruned run compounds: say what it starts from
+        ended = parent.read_summary()  # measured as it ended (config.json has the start: dense, for a polynomial)
+        already = (ended.params if ended else config.params or {}).get("sparsity")
+        logger.warning(f"{parent.name} is itself a pruned run ({config.pruning.get('method')}, amount "
+                       f"{config.pruning.get('amount')}" + (f", {already:.0%} of its weights zero" if already else "")
+                       + f"); this prunes it further, from {config.parent}'s pruned weights")  # fmt: skip
     if parent.status() != "completed":
         logger.info(f"note: {parent.name} is {parent.status()}; pruning its best checkpoint so far")
     return PruneRequest(parent=parent, config=config, parent_model=parent_model, best=best, spec=spec, layers=layers,

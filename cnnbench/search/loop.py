@@ -164,12 +164,13 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         runs.append(recorded_run(options.folder, result.run.path, database=bool(options.storage)))
         trial.set_user_attr("runs", runs)
         result.raise_if_interrupted()
+        # the result is the last phase's run (a fine-tune with head_epochs runs two): count the earlier phases too;
+        # recorded for a stopped (pruned, diverged) trial as well: the epochs it cost are what trial pruning saves
+        trial.set_user_attr("epochs", reporter.earlier_epochs + result.summary["epochs_completed"])
         if result.status != "completed":
             status = result.status
             break
         values.append(result.summary["best"]["val_acc"])
-        # the result is the last phase's run (a fine-tune with head_epochs runs two): count the earlier phases too
-        trial.set_user_attr("epochs", reporter.earlier_epochs + result.summary["epochs_completed"])
         trial.set_user_attr("seconds_per_epoch", result.summary["seconds_per_epoch_median"])
         trial.set_user_attr("params", result.summary["params"]["trainable"])
         trial.set_user_attr("macs", result.summary["params"]["macs"])
