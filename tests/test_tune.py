@@ -77,23 +77,38 @@ def test_over_budget_architectures_are_rejected_without_training(data_root, tmp_
         assert json.loads((run / "summary.json").read_text())["params"]["trainable"] <= 722
 
 
-def test_the_median_pruner_stops_a_hopeless_trial(data_root, tmp_path):
-    space = parse_space({"train.lr": {"choices": [3e-2, 2e-2, 1e-2, 1e-9]}}, "t")
-    options = TuneOptions(study="prune", folder=tmp_path / "prune", n_trials=4, pruner="median", sampler="random")
+def test_the_median_pruner_stops_a_hopeless_trial_after_its_warm_up(data_root, tmp_path):
+    lrs = (3e-2, 2e-2, 1.5e-2, 1e-2, 5e-3, 1e-9)
+    space = parse_space({"train.lr": {"choices": list(lrs)}}, "t")
+    options = TuneOptions(study="prune", folder=tmp_path / "prune", n_trials=6, pruner="median", sampler="random")
     study = open_study(options, space)
-    for lr in (3e-2, 2e-2, 1e-2, 1e-9):  # the hopeless one last, after the median has three curves
+    for lr in lrs:  # the hopeless one last, once five trials have completed (no pruning before)
         study.enqueue_trial({"train.lr": lr})
-    tune(base(data_root, **{"train.epochs": 6}), "prune", space, options)
+    tune(base(data_root, **{"train.epochs": 8}), "prune", space, options)
     trials = states(options.folder, "prune")
-    assert [s for s, _ in trials] == ["COMPLETE", "COMPLETE", "COMPLETE", "PRUNED"]
+    assert [s for s, _ in trials] == ["COMPLETE"] * 5 + ["PRUNED"]
     pruned = [r for r in (options.folder / "trials").iterdir()
               if json.loads((r / "summary.json").read_text())["status"] == "pruned"]  # fmt: skip
-    assert len(pruned) == 1 and json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"] < 6
+    ran = json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"]
+    assert len(pruned) == 1 and 2 <= ran < 8  # its first quarter (2 of 8 epochs) always runs
     import pandas as pd
 
     table = pd.read_csv(options.folder / "trials.csv")  # the epochs a pruned trial cost are on record too
-    epochs = table.loc[table["state"] == "pruned", "epochs"]
-    assert list(epochs) == [json.loads((pruned[0] / "summary.json").read_text())["epochs_completed"]]
+    assert list(table.loc[table["state"] == "pruned", "epochs"]) == [ran]
+
+
+def test_trial_pruning_waits_a_quarter_of_the_epochs_and_hyperband_brackets_span_them(tmp_path):
+    from cnnbench.search.storage import make_pruner, pruner_warmup
+
+    def options(**more):
+        return TuneOptions(study="p", folder=tmp_path, **more)
+
+    assert [pruner_warmup(options(), epochs) for epochs in (1, 6, 8, 30, 100)] == [2, 2, 2, 8, 25]
+    assert pruner_warmup(options(pruner_warmup=0), 100) == 0  # asked for: no warm-up
+    median = make_pruner(options(pruner="median"), 100)
+    assert (median._n_startup_trials, median._n_warmup_steps) == (5, 25)
+    hyperband = make_pruner(options(pruner="hyperband"), 100)
+    assert (hyperband._min_resource, hyperband._max_resource, hyperband._reduction_factor) == (25, 100, 3)
 
 
 @pytest.mark.parametrize("content, named", [

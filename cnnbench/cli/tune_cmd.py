@@ -20,7 +20,12 @@ def tune(
                                           "however many processes share it.", rich_help_panel=_P)] = 20,
     sampler: Annotated[str, typer.Option("--sampler", help="random | tpe | grid", rich_help_panel=_P)] = "random",
     pruner: Annotated[str, typer.Option("--pruner", help="Trial pruning (stop hopeless trials early, fed by each "
-                                        "epoch's val_acc): none | median | hyperband", rich_help_panel=_P)] = "none",
+                                        "epoch's val_acc): none | median (below the median of the trials before "
+                                        "it, once 5 have completed) | hyperband (ASHA brackets from the warm-up to "
+                                        "--epochs)", rich_help_panel=_P)] = "none",
+    pruner_warmup: Annotated[int | None, typer.Option("--pruner-warmup", help="Epochs a trial trains before trial "
+                                                      "pruning may stop it.", show_default="a quarter of --epochs, "
+                                                      "at least 2", rich_help_panel=_P)] = None,
     repeats: Annotated[int, typer.Option("--repeats", help="Train each configuration K times (seeds seed, seed+1, "
                                          "...) and score the mean.", rich_help_panel=_P)] = 1,
     study: Annotated[str | None, typer.Option("--study", help="Study name; running the same command again continues "
@@ -60,7 +65,7 @@ def tune(
     tune_options = TuneOptions(study=name, folder=folder or Path("results/tune") / name, storage=storage,
                                n_trials=n_trials, sampler=sampler, pruner=pruner, repeats=repeats, seed=base.train.seed,
                                max_params=base.train.max_params, max_macs=max_macs, retrain_best=retrain_best,
-                               rebuild=rebuild)
+                               rebuild=rebuild, pruner_warmup=pruner_warmup)
     configure_logging(quiet)
 
     def progress(label: str):

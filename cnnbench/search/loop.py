@@ -53,7 +53,7 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     for name, value in BUILTIN_BASE.get(space_name, {}).items():
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
             base = base.with_values({name: value})
-    study = open_study(options, space)
+    study = open_study(options, space, _longest_trial(base, space))
     with study_lock(options, study):  # another worker between ask() and naming itself on the trial looks dead
         recover_dead_trials(study)
     rejected_in_a_row = 0
@@ -111,6 +111,14 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     if options.retrain_best and summary.get("best"):
         summary["retrained"] = retrain_best(summary["best"], options, progress)
     return summary
+
+
+def _longest_trial(base: RunSpec, space: list[Param]) -> int:
+    """The most epochs a trial may train: the space's own range or choices of train.epochs, else the base's."""
+    for param in space:
+        if param.name == "train.epochs":
+            return int(max(param.choices) if param.kind == "categorical" else param.high)
+    return base.train.epochs
 
 
 def _check_space_fits_the_kind(space_name: str, space: list[Param], base: RunSpec) -> None:

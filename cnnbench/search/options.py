@@ -27,6 +27,7 @@ class TuneOptions:
     max_macs: int | None = None
     retrain_best: bool = False
     rebuild: bool = False  # a journal study: rebuild study.journal from the trial run directories first
+    pruner_warmup: int | None = None  # epochs a trial runs before trial pruning may stop it; None: a quarter, >= 2
 
 
 def validate_options(options: TuneOptions) -> None:
@@ -37,6 +38,8 @@ def validate_options(options: TuneOptions) -> None:
     for name in ("n_trials", "repeats"):
         if getattr(options, name) < 1:
             raise UsageError(f"bad --{name.replace('_', '-')} {getattr(options, name)}: expected 1 or more")
+    if options.pruner_warmup is not None and options.pruner_warmup < 0:
+        raise UsageError(f"bad --pruner-warmup {options.pruner_warmup}: expected 0 or more epochs")
     for name in ("max_params", "max_macs"):
         value = getattr(options, name)
         if value is not None and value < 1:

@@ -28,7 +28,34 @@ logger = logging.getLogger(__name__)
 STALE_AFTER_S = 600  # a RUNNING trial whose heartbeat is older than this, on another machine, is taken as dead
 
 
-def open_study(options: TuneOptions, space: list[Param]):
+# Trial pruning judges a trial against the trials before it only once it has had time to learn (issue 20: with a
+# one-epoch warm-up the median pruner stopped 14 of 20 MNIST trials after their first epoch, most at chance, and
+# pruned a configuration that completes at 0.92): no pruning in a trial's first quarter of epochs (at least 2), and
+# none before 5 trials have completed.
+PRUNER_STARTUP_TRIALS = 5
+
+
+def pruner_warmup(options: TuneOptions, epochs: int | None) -> int:
+    """Epochs a trial runs before it may be stopped: --pruner-warmup, else a quarter of its epochs, at least 2."""
+    if options.pruner_warmup is not None:
+        return options.pruner_warmup
+    return max(2, math.ceil((epochs or 0) / 4))
+
+
+def make_pruner(options: TuneOptions, epochs: int | None):
+    """The trial pruner for trials of `epochs` epochs (the most a trial may run, when the space samples them)."""
+    warmup = pruner_warmup(options, epochs)
+    if options.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=warmup)
+    if options.pruner == "hyperband":  # ASHA brackets from the warm-up up to the full length, thirds kept per rung
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, warmup), max_resource=max(epochs or 1, warmup + 1),
+                                              reduction_factor=3)  # fmt: skip
+    return optuna.pruners.NopPruner()
+
+
+def open_study(options: TuneOptions, space: list[Param], epochs: int | None = None):
+    """Open (or create) the study; `epochs` is the longest a trial may train, which sets the trial pruner's
+    warm-up and brackets."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if options.storage:
         try:
@@ -42,11 +69,7 @@ def open_study(options: TuneOptions, space: list[Param]):
         path = journal_path(options.folder)
         rebuilt_from = _mend_journal(options, path)
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
-    # Median: a trial is stopped at an epoch where it is below the median of the trials before it at that epoch,
-    # once 3 trials have finished (Optuna's default 5 wastes most of a short study) and after its first epoch.
-    pruner = {"none": optuna.pruners.NopPruner(), "median": optuna.pruners.MedianPruner(n_startup_trials=3,
-                                                                                         n_warmup_steps=1),
-              "hyperband": optuna.pruners.HyperbandPruner()}[options.pruner]  # fmt: skip
+    pruner = make_pruner(options, epochs)
     study = optuna.create_study(study_name=options.study, storage=storage, pruner=pruner, direction="maximize",
                                 load_if_exists=True)  # fmt: skip
     # Seeded, and seeded afresh by how far the study has got: a continued study (or a second worker) must not replay
