@@ -34,6 +34,7 @@ from typing import Any
 
 from cnnbench.core.errors import UsageError
 from cnnbench.core.storage import write_atomic
+from cnnbench.runs.rundir import DamagedRun, RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -135,15 +136,18 @@ def check_journal(path: Path) -> None:
 
 
 def set_aside(path: Path, data: bytes | None = None) -> Path:
-    """A copy of the journal as it is now, beside it, named by the time; returns its path."""
+    """Keep the journal beside it as `study.journal.damaged-<time>`: a copy of `data` (the file as read, which is
+    then rewritten), or, without it, the file itself moved there (a journal to be replaced); returns the new path."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     kept = path.with_name(f"{path.name}.damaged-{stamp}")
     counter = 1
     while kept.exists():
         counter += 1
         kept = path.with_name(f"{path.name}.damaged-{stamp}-{counter}")
-    content = path.read_bytes() if data is None else data
-    write_atomic(kept, lambda handle: handle.write(content))
+    if data is None:
+        path.rename(kept)
+    else:
+        write_atomic(kept, lambda handle: handle.write(data))
     return kept
 
 
@@ -159,7 +163,6 @@ class TrialRun:
     status: str | None  # summary.json's status; None: the run never wrote one
     best_val_acc: float | None
     epochs: int | None
-    summary: dict[str, Any]
 
 
 def trial_runs(folder: Path, study: str) -> list[TrialRun]:
@@ -169,21 +172,19 @@ def trial_runs(folder: Path, study: str) -> list[TrialRun]:
     trials = Path(folder) / "trials"
     if not trials.is_dir():
         return found
-    for run_dir in sorted(trials.iterdir()):
+    for run_dir in sorted(path for path in trials.iterdir() if path.is_dir()):
+        run = RunDir(run_dir)
         try:
-            config = json.loads((run_dir / "config.json").read_text())
-            trial = config["trial"]
-            if trial.get("study") != study:
-                continue
-            summary_file = run_dir / "summary.json"
-            summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-        except (OSError, ValueError, KeyError, TypeError):
+            trial = run.read_config(require=()).records.get("trial")
+            summary = run.read_summary()
+        except DamagedRun:
             continue
-        best = summary.get("best") or {}
+        if not isinstance(trial, dict) or trial.get("study") != study:
+            continue
         found.append(TrialRun(path=run_dir, number=int(trial.get("number", -1)), repeat=int(trial.get("repeat", 0)),
-                              params=dict(trial.get("params") or {}), status=summary.get("status"),
-                              best_val_acc=best.get("val_acc"), epochs=summary.get("epochs_completed"),
-                              summary=summary))  # fmt: skip
+                              params=dict(trial.get("params") or {}), status=summary.status if summary else None,
+                              best_val_acc=(summary.best or {}).get("val_acc") if summary else None,
+                              epochs=summary.epochs_completed if summary else None))  # fmt: skip
     return found
 
 

@@ -5,7 +5,6 @@ command reuses a finished one and resumes one that was stopped, instead of train
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 from cnnbench.core.errors import UsageError
 from cnnbench.core.storage import jsonable
 from cnnbench.data.catalog import get_dataset
-from cnnbench.runs.rundir import RunDir
+from cnnbench.runs.rundir import DamagedRun, RunDir
 from cnnbench.search.journal import run_of
 from cnnbench.search.options import TuneOptions
 from cnnbench.spec.run import RunSpec
@@ -46,7 +45,7 @@ def retrain_best(best: dict[str, Any], options: TuneOptions, progress) -> dict[s
     summary = RunDir(run_of(options.folder, best["run"])).read_summary()
     epochs = max(1, int((summary.best_epoch if summary else None) or spec.train.epochs))
     spec = replace(spec, data=replace(spec.data, split=merged), train=replace(spec.train, epochs=epochs, patience=0))
-    record = json.loads(json.dumps(jsonable({"study": options.study, "trial": best["trial"], "spec": spec.to_dict()})))
+    record = jsonable({"study": options.study, "trial": best["trial"], "spec": spec.to_dict()})  # as JSON reads back
     folder = options.folder / "best"
     earlier = _earlier_retrain(folder, record)
     with (progress("retrain best") if progress else contextlib.nullcontext()) as bar:
@@ -72,10 +71,10 @@ def _earlier_retrain(folder: Path, record: dict[str, Any]) -> RunDir | None:
     """The newest run under STUDY/best retraining exactly this (same trial, same specification), if any."""
     if not folder.is_dir():
         return None
-    for path in sorted(folder.iterdir(), reverse=True):
+    for path in sorted((path for path in folder.iterdir() if path.is_dir()), reverse=True):
         try:
-            if json.loads((path / "config.json").read_text()).get("retrain_of") == record:
+            if RunDir(path).read_config(require=()).records.get("retrain_of") == record:
                 return RunDir(path)
-        except (OSError, ValueError):
-            continue  # not a run directory, or a damaged one: train afresh beside it
+        except DamagedRun:
+            continue  # a damaged run directory: train afresh beside it
     return None

@@ -57,25 +57,25 @@ def open_study(options: TuneOptions, space: list[Param], epochs: int | None = No
     """Open (or create) the study; `epochs` is the longest a trial may train, which sets the trial pruner's
     warm-up and brackets."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if options.storage:
+    database = None
+    if options.storage:  # opened before the folder is made: a database that refuses leaves nothing behind
         try:
-            storage = optuna.storages.RDBStorage(options.storage)
+            database = optuna.storages.RDBStorage(options.storage)
         except Exception as error:  # a bad URL, a missing driver, a server that does not answer
             raise UsageError(f"--storage {options.storage!r}: cannot open it ({type(error).__name__}: "
                              f"{str(error).splitlines()[0][:200]})") from None  # fmt: skip
-        options.folder.mkdir(parents=True, exist_ok=True)  # after the database answered: a refusal leaves nothing
-    else:
-        options.folder.mkdir(parents=True, exist_ok=True)
-        path = journal_path(options.folder)
-        rebuilt_from = _mend_journal(options, path)
-        storage = optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    options.folder.mkdir(parents=True, exist_ok=True)
+    path = journal_path(options.folder)
+    rebuilt_from = None if database else _mend_journal(options, path)
+    storage = database or optuna.storages.JournalStorage(JournalFileBackend(str(path),
+                                                                            lock_obj=JournalFileOpenLock(str(path))))
     pruner = make_pruner(options, epochs)
     study = optuna.create_study(study_name=options.study, storage=storage, pruner=pruner, direction="maximize",
                                 load_if_exists=True)  # fmt: skip
     # Seeded, and seeded afresh by how far the study has got: a continued study (or a second worker) must not replay
     # the first process's samples, which would all be rejected as repeats; a new study with a seed is reproducible.
     study.sampler = make_sampler(options, space, options.seed + len(study.trials))
-    if not options.storage and options.rebuild:
+    if options.rebuild:  # a journal study (validate_options refuses --rebuild with --storage)
         with _folder_lock(options):
             added = rebuild(study, options.folder, options.study, space)
         kept = f" (the old journal is kept as {rebuilt_from})" if rebuilt_from else ""
@@ -89,11 +89,7 @@ def _mend_journal(options: TuneOptions, path: Path) -> Path | None:
     (journal.py); with --rebuild, set the old journal aside (returned) for a new one."""
     with _folder_lock(options):
         if options.rebuild:
-            if not path.is_file():
-                return None
-            kept = set_aside(path)
-            path.unlink()
-            return kept
+            return set_aside(path) if path.is_file() else None
         refuse_a_lost_journal(options.folder, options.study)
         check_journal(path)
     return None
@@ -103,6 +99,10 @@ class _GridSampler(optuna.samplers.GridSampler):
     """Optuna's grid sampler without its study.stop() once the grid is used up: stop() works only inside
     study.optimize (elsewhere it raises), and this search asks and tells by itself; `grid_exhausted` ends it."""
 
+    def __init__(self, search_space: dict[str, list], seed: int) -> None:
+        super().__init__(search_space, seed=seed)
+        self.size = math.prod(len(values) for values in search_space.values())
+
     def after_trial(self, study, trial, state, values) -> None:
         pass
 
@@ -111,14 +111,13 @@ def grid_exhausted(study) -> int | None:
     """The grid's size when every point of it has been started (finished, failed or running) and nothing is queued
     to run again; else None. Asking on would only repeat a point."""
     sampler = study.sampler
-    if not isinstance(sampler, optuna.samplers.GridSampler):
+    if not isinstance(sampler, _GridSampler):
         return None
     trials = study._storage.get_all_trials(study._study_id, deepcopy=False)
     if any(t.state == TrialState.WAITING for t in trials):
         return None
     started = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
-    size = len(sampler._all_grids)
-    return size if len(started) >= size else None
+    return sampler.size if len(started) >= sampler.size else None
 
 
 def make_sampler(options: TuneOptions, space: list[Param], seed: int):
