@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
-from cnnbench.cli.options import values, with_options
+from cnnbench.cli.options import data_values, with_options
 
 
 @with_options("budget")
@@ -25,7 +25,8 @@ def budget(
     size; check a budget."""
     from cnnbench.models.budget import check, dataset_input, seed_input
 
-    size, grayscale, classes = (values(ctx, "budget")[f"data.{name}"] for name in ("size", "grayscale", "classes"))
+    shape = data_values(ctx, "budget")  # size, grayscale, classes
+    size, grayscale, classes = shape["size"], shape["grayscale"], shape["classes"]
     if dataset is not None:
         spec = dataset_input(dataset, size=size, grayscale=grayscale, classes=classes)
     elif size is not None or grayscale or classes is not None:

@@ -7,13 +7,13 @@ import typer
 from rich.table import Table
 
 from cnnbench.cli.common import JsonFlag, cells, emit_json, stdout
-from cnnbench.cli.options import values, with_options
+from cnnbench.cli.options import data_values, with_options
 
 
 @with_options("datasets")
 def datasets(ctx: typer.Context, json_output: JsonFlag = False, **options: Any) -> None:
     """List the datasets `prepare` can read: shape, classes, size, and where their files go under --root."""
-    root = values(ctx, "datasets")["data.root"]
+    root = data_values(ctx, "datasets")["root"]
     from cnnbench.data.catalog import DATASETS
 
     entries = [DATASETS.get(name) for name in DATASETS]

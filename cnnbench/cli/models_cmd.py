@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cnnbench.cli.common import JsonFlag, cells, configure_logging, emit_json, stdout
-from cnnbench.cli.options import values, with_options
+from cnnbench.cli.options import data_values, with_options
 
 
 @with_options("models")
@@ -32,7 +32,8 @@ def models(
     from cnnbench.models import FAMILIES, MODELS
     from cnnbench.models.transfer import describe_backbones
 
-    size, grayscale, classes = (values(ctx, "models")[f"data.{name}"] for name in ("size", "grayscale", "classes"))
+    shape = data_values(ctx, "models")  # size, grayscale, classes
+    size, grayscale, classes = shape["size"], shape["grayscale"], shape["classes"]
     if dataset is None and (size is not None or grayscale or classes is not None):
         raise typer.BadParameter("--size, --grayscale and --classes need --dataset", param_hint="--dataset")
     if probe is None and (batch_size is not None or refresh):

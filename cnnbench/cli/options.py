@@ -91,6 +91,11 @@ def values(ctx: typer.Context, command_name: str) -> dict[str, Any]:
     return {option.name: typed.get(option.name, default_of(option.name, base)) for option in options_for(command_name)}
 
 
+def data_values(ctx: typer.Context, command_name: str) -> dict[str, Any]:
+    """The command's data options as PrepareOptions' field names ({"size": 32, "root": ...}), typed or default."""
+    return {name.removeprefix("data."): value for name, value in values(ctx, command_name).items()}
+
+
 def _value(option: Option, ctx: typer.Context) -> Any:
     value = ctx.params[option.param]
     return option.parse(value) if option.parse is not None and value is not None else value

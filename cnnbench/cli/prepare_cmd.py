@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
-from cnnbench.cli.options import values, with_options
+from cnnbench.cli.options import data_values, with_options
 
 
 @with_options("prepare")
@@ -20,9 +20,8 @@ def prepare(
     """Read a dataset's files, split them (stratified, seeded) and write the prepared cache under ROOT/prepared/."""
     from cnnbench.data.prepare import PrepareOptions, load_or_prepare
 
-    fields = {name.removeprefix("data."): value for name, value in values(ctx, "prepare").items()}
     configure_logging(quiet)
-    prepared = load_or_prepare(PrepareOptions(dataset=dataset, **fields))
+    prepared = load_or_prepare(PrepareOptions(dataset=dataset, **data_values(ctx, "prepare")))
     manifest = prepared.manifest
     if json_output:
         emit_json({"directory": str(prepared.directory), **manifest})

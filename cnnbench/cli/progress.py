@@ -60,10 +60,10 @@ class RichProgress:
             markup=False, highlight=False,
         )  # fmt: skip
 
-
-def progress_display(quiet: bool):
-    """A context manager giving the engine's progress display on stderr (None when quiet)."""
-    return contextlib.nullcontext() if quiet else RichProgress(stderr())
+def progress_display(quiet: bool, *, label: str = ""):
+    """A context manager giving the engine's progress display on stderr (None when quiet); `label` names the run
+    among many (a search's trial, a study's step)."""
+    return contextlib.nullcontext() if quiet else RichProgress(stderr(), label=label)
 
 
 def show_result(result, *, json_output: bool) -> None:

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stderr, stdout
-from cnnbench.cli.options import values, with_options
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stdout
+from cnnbench.cli.options import data_values, with_options
+from cnnbench.cli.progress import progress_display
 
 
 @with_options("study")
@@ -51,18 +51,11 @@ def study(
     if scale not in SCALES:
         raise typer.BadParameter(f"{scale!r}: choose from {', '.join(SCALES)}", param_hint="--scale")
 
-    def progress(label: str):
-        if quiet:
-            return contextlib.nullcontext()
-        from cnnbench.cli.progress import RichProgress
-
-        return RichProgress(stderr(), label=label)
-
     configure_logging(quiet)
-    root = values(ctx, "study")["data.root"]
+    root = data_values(ctx, "study")["root"]
     context = StudyContext(out=out or Path("results/studies") / name, root=root, epochs=epochs,
-                           progress=progress, scale=scale, seeds=seeds, trials=trials,
-                           overrides=_assignments(set_values or []))  # fmt: skip
+                           progress=lambda label: progress_display(quiet, label=label), scale=scale, seeds=seeds,
+                           trials=trials, overrides=_assignments(set_values or []))  # fmt: skip
     result = entry.run(context)
     if json_output:
         emit_json({"study": name, **{k: v for k, v in result.items() if k != "table"}})

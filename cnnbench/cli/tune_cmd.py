@@ -5,8 +5,9 @@ from typing import Annotated, Any
 
 import typer
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stderr, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, configure_logging, emit_json, stdout
 from cnnbench.cli.options import passed_values, typed_on_command_line, with_spec_options
+from cnnbench.cli.progress import progress_display
 
 _P = "Search"
 
@@ -68,16 +69,8 @@ def tune(
                                rebuild=rebuild, pruner_warmup=pruner_warmup)
     configure_logging(quiet)
 
-    def progress(label: str):
-        import contextlib
-
-        if quiet:
-            return contextlib.nullcontext()
-        from cnnbench.cli.progress import RichProgress
-
-        return RichProgress(stderr(), label=label)
-
-    summary = run_study(base, space_name, params, tune_options, progress=progress)
+    summary = run_study(base, space_name, params, tune_options,
+                        progress=lambda label: progress_display(quiet, label=label))
     if json_output:
         emit_json({k: v for k, v in summary.items() if k != "importance"} | {"importance": summary.get("importance")})
         return
