@@ -22,6 +22,8 @@ from cnnbench.core.storage import write_atomic
 CURVES_FILE = "curves.png"
 GALLERY_LIMIT = 36  # misclassified images drawn at most (6 x 6); the tables and JSON count them all
 _DPI = 100
+_GALLERY_BOX = 168  # pixels: each gallery image is fitted into a square this size
+_GALLERY_MIN_WIDTH = 640  # pixels: room for the title's two lines
 
 
 def pyplot():
@@ -107,22 +109,42 @@ def confusion_matrix(confusion: Sequence[Sequence[int]], classes: list[str], pat
 
 
 def gallery(images: np.ndarray, captions: list[str], path: Path, title: str) -> Path:
-    """A grid of uint8 (N, C, H, W) images, each with its caption (true and predicted label, confidence)."""
+    """A grid of uint8 (N, C, H, W) images, each with its caption (true and predicted label, confidence).
+
+    Drawn as one mosaic image with the captions placed on it, not as an axes per image: laying out and rendering 36
+    axes took matplotlib 2.2 s a picture on a 2-core AMD EPYC (most of `evaluate`'s time on a small split), the
+    mosaic 0.45 s."""
+    from PIL import Image
+
     plt = pyplot()
     count = len(images)
     columns = min(6, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.1 * columns, 2.4 * rows + 0.5), squeeze=False)
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, image, caption in zip(axes.flat, images, captions):
-        if image.shape[0] == 1:
-            axis.imshow(image[0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-        else:
-            axis.imshow(np.transpose(image[:3], (1, 2, 0)), interpolation="nearest")
-        axis.set_title(caption, fontsize=7.5)
-    figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    box, caption_band, margin, title_band = _GALLERY_BOX, 34, 8, 48  # pixels at _DPI
+    tile_w, tile_h = box + 2 * margin, box + caption_band + margin
+    grid_width = columns * tile_w
+    indent = max(0, _GALLERY_MIN_WIDTH - grid_width) // 2  # a grid of one or two images stays as wide as its title
+    canvas = np.full((title_band + rows * tile_h, grid_width + 2 * indent, 3), 255, dtype=np.uint8)
+    figure = plt.figure(figsize=(canvas.shape[1] / _DPI, canvas.shape[0] / _DPI), dpi=_DPI)
+    height, width = canvas.shape[:2]
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        top, left = title_band + (i // columns) * tile_h, indent + (i % columns) * tile_w
+        tile = np.transpose(image[:3] if image.shape[0] >= 3 else np.repeat(image[:1], 3, 0), (1, 2, 0))  # RGB
+        scale = box / max(tile.shape[:2])
+        size = (max(1, round(tile.shape[1] * scale)), max(1, round(tile.shape[0] * scale)))
+        # pixels stay visible as squares when enlarged (a 28x28 digit), averaged when shrunk (a 224x224 photo)
+        resized = np.asarray(Image.fromarray(np.ascontiguousarray(tile)).resize(
+            size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.BOX))
+        y = top + caption_band + (box - size[1]) // 2
+        x = left + margin + (box - size[0]) // 2
+        canvas[y:y + size[1], x:x + size[0]] = resized
+        figure.text((left + tile_w / 2) / width, 1 - (top + caption_band - 3) / height, caption, fontsize=7.5,
+                    ha="center", va="bottom")  # fmt: skip
+    axis = figure.add_axes((0, 0, 1, 1))
+    axis.imshow(canvas, interpolation="nearest", aspect="auto")
+    axis.set_axis_off()
+    axis.set_zorder(-1)  # the captions are figure text, drawn over the mosaic
+    figure.text(0.5, 1 - 6 / height, title, fontsize=10, ha="center", va="top")
     return save(figure, path)
 
 
