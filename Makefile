@@ -35,12 +35,16 @@ studies-check: $(STAMP)
 		$(BIN)/cnnbench study $$s --epochs 1 --trials 1 --seeds 1 --out results/studies-check/$$s --quiet || exit 1; \
 	done
 
+# One pytest worker per core, at most 4 (each worker trains its own shared fixtures once); work-stealing keeps both
+# cores busy while one worker runs a whole study. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --maxprocesses 4 --dist worksteal)
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # The edit loop: everything but the tests marked slow (torchrun, whole studies, PostgreSQL), a few minutes less.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_speed.py
