@@ -3,6 +3,7 @@ after a polynomial schedule or a resume, and a --target-macs run's target and th
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 
@@ -53,3 +54,39 @@ def test_a_target_macs_child_records_its_target_and_the_channels_it_removed(cli,
     before = json.loads((parent / "config.json").read_text())["model"]
     after = json.loads((child / "config.json").read_text())["model"]
     assert after != before and 0 < row["channel_ratio"] < 1  # measured from the narrowed widths, not the 1% step
+
+
+def test_a_resumed_sweep_writes_the_report_of_every_run_it_completed(cli, trained_run, tmp_path, monkeypatch):
+    """A sweep stopped in its second run leaves no report; `prune --resume` of that run writes the sweep's report with
+    both runs beside the parent, where the sweep would have written it."""
+    from cnnbench.engine import Callback
+    from cnnbench.runs import kinds
+
+    class CtrlCInSecondRun(Callback):
+        runs = 0
+
+        def on_fit_start(self, trainer):
+            CtrlCInSecondRun.runs += 1
+
+        def on_epoch_end(self, trainer, result):
+            if CtrlCInSecondRun.runs == 2:
+                raise KeyboardInterrupt
+
+    real_run = kinds.run
+    monkeypatch.setattr(kinds, "run", lambda spec, **o: real_run(spec, **{**o, "callbacks": [CtrlCInSecondRun()]}))
+    parent = copy_run(trained_run("mnist-722", epochs=2), tmp_path / "parent")
+    out = tmp_path / "out"
+    args = ("prune", parent, "--amount", "0.5,0.7", "--finetune-epochs", "2", "--repeats", "1", *NO_PROBE, "--out", out,
+            "-q")  # fmt: skip
+    assert cli(*args).code == 130
+    monkeypatch.setattr(kinds, "run", real_run)
+    stopped = next(p for p in out.iterdir() if RunDir(p).status() == "interrupted")
+    report = out / f"prune-{parent.name}-magnitude"
+    assert not report.exists()  # a stopped sweep writes no report
+    result = cli("prune", stopped, "--resume", "--repeats", "1", "--json", "-q")
+    assert result.code == 0, result.err
+    assert result.json()["report_dir"] == str(report)
+    with open(report / "prune_report.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["role"], float(r["amount"])) for r in rows] == [("parent", 0.0), ("pruned", 0.5), ("pruned", 0.7)]
+    assert rows[2]["path"] == str(stopped) and (report / "prune_report.md").is_file()

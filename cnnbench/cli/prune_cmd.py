@@ -73,7 +73,8 @@ def prune(
     out: Annotated[Path, typer.Option("--out", help="Parent folder of the pruned runs.",
                                       rich_help_panel=_RUN)] = Path("results/runs"),
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN_DIR, an interrupted pruned run, with its masks "
-                                         "and schedule (only --finetune-epochs and --device may be given).",
+                                         "and schedule, then write its sweep's report again (only --finetune-epochs and "
+                                         "--device may be given).",
                                          rich_help_panel=_RUN)] = False,
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,

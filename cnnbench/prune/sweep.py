@@ -147,8 +147,9 @@ def open_pruned(path: Path) -> tuple[RunDir, RunConfig]:
 def resume_pruned(path: Path, *, epochs: int | None = None, device: str | None = None, repeats: int = 10,
                   progress: Any = None, measure: bool = True) -> PruneOutcome:  # fmt: skip
     """Continue an interrupted pruned run with its masks (and polynomial schedule) in force; once it completes,
-    evaluate and measure it against its parent and write its prune.json (no sweep report: the sweep's other runs
-    are not part of this call)."""
+    evaluate and measure it against its parent, write its prune.json and the sweep's report again: the sweep stopped at
+    this run, so its report (where a sweep writes it by default, beside the runs) holds the runs of the same parent,
+    method and schedule completed in that folder, this one included."""
     run, config = open_pruned(path)
     # the prune kind puts the masks (and polynomial schedule) back in force itself (runs/prune.py)
     result = kinds.resume_run(run.path, epochs=epochs, device=device, progress=progress,
@@ -157,11 +158,36 @@ def resume_pruned(path: Path, *, epochs: int | None = None, device: str | None =
     if not (parent_path / "config.json").is_file():
         logger.info(f"note: the parent run {parent_path} is gone; nothing to measure against")
         return PruneOutcome(parent=RunDir(parent_path), runs=[result])
-    outcome = PruneOutcome(parent=RunDir.open(parent_path), runs=[result])
-    if measure and result.status == "completed" and result.run is not None:
-        record = config.pruning
-        options = PruneOptions(method=record["method"], layers=record["layers"], schedule=record["schedule"],
-                               finetune_epochs=result.summary["epochs_planned"], repeats=repeats)  # fmt: skip
-        measure_and_report(outcome, options, device=device or config.run_spec().train.device, root=None,
-                           folder=None)  # fmt: skip
+    parent = RunDir.open(parent_path)
+    if not (measure and result.status == "completed" and result.run is not None):
+        return PruneOutcome(parent=parent, runs=[result])
+    record = config.pruning
+    options = PruneOptions(method=record["method"], layers=record["layers"], schedule=record["schedule"],
+                           finetune_epochs=result.summary["epochs_planned"], repeats=repeats)  # fmt: skip
+    outcome = PruneOutcome(parent=parent, runs=_sweep_of(result, config))
+    measure_and_report(outcome, options, device=device or config.run_spec().train.device, root=None,
+                       folder=run.path.parent / report_folder_name(parent.name, options))  # fmt: skip
     return outcome
+
+
+def _sweep_of(result: RunResult, config: RunConfig) -> list[RunResult]:
+    """`result` and the completed runs beside it pruned from the same parent with the same method and schedule (the
+    rest of its sweep), in the order they were made (run folders are named by their start time); folders that are not
+    runs, or damaged ones, are passed over."""
+    parent, record = Path(config.parent).resolve(), config.pruning
+    runs = []
+    for folder in sorted(p for p in result.run.path.parent.iterdir() if p.is_dir()):
+        if folder == result.run.path:
+            runs.append(result)
+            continue
+        sibling = RunDir(folder)
+        if sibling.status() != "completed":
+            continue
+        try:
+            other = sibling.read_config()
+        except (UsageError, OSError, ValueError):  # DamagedRun is a UsageError
+            continue
+        if (other.kind == "prune" and Path(other.parent).resolve() == parent
+                and (other.pruning["method"], other.pruning["schedule"]) == (record["method"], record["schedule"])):
+            runs.append(RunResult(run=sibling, status="completed", summary=sibling.summary() or {}))
+    return runs
