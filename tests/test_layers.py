@@ -19,7 +19,7 @@ LAYERS = [
     ["cnnbench.engine"],
     ["cnnbench.runs"],
     ["cnnbench.evaluate"],
-    ["cnnbench.prune", "cnnbench.search"],
+    ["cnnbench.prune", "cnnbench.search", "cnnbench.export"],
     ["cnnbench.report"],
     ["cnnbench.studies"],
     ["cnnbench.cli"],

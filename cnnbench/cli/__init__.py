@@ -19,8 +19,10 @@ from cnnbench.cli import (
     budget_cmd,
     datasets_cmd,
     evaluate_cmd,
+    export_cmd,
     finetune_cmd,
     models_cmd,
+    predict_cmd,
     prepare_cmd,
     prune_cmd,
     report_cmd,
@@ -66,6 +68,8 @@ app.command("train")(train_cmd.train)
 app.command("finetune")(finetune_cmd.finetune)
 app.command("prune")(prune_cmd.prune)
 app.command("evaluate")(evaluate_cmd.evaluate)
+app.command("export")(export_cmd.export)
+app.command("predict")(predict_cmd.predict)
 app.command("report")(report_cmd.report)
 app.command("study")(study_cmd.study)
 app.command("tune")(tune_cmd.tune)

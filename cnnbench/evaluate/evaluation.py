@@ -74,12 +74,8 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     run = RunDir.open(path)
     # not "normalization": runs from before fine-tuning have none (see below)
     config = run.read_config(require=("data", "prepared", "model"))
-    expected = _recorded_split_hash(run, config, split)
-    data = _data_options(run, config.data if root is None else {**config.data, "root": str(root)})
-    prepared = _prepared_data(run, data)
-    if prepared.manifest["split_hashes"][split] != expected:
-        raise UsageError(f"the {split} split prepared under {data.root} differs from the one {run.name} was trained "
-                         f"with (split hash mismatch); the dataset files changed")  # fmt: skip
+    data, prepared = checked_split(run, config, split, root=root)
+    expected = config.prepared["split_hashes"][split]
     if len(prepared.splits[split]) == 0:
         raise UsageError(f"the {split} split of {run.name}'s data is empty; choose another --split")
 
@@ -90,7 +86,7 @@ def evaluate_run(path: Path, *, split: str = "test", checkpoint: str = "best", r
     model.to(torch_device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    normalization = config.normalization or dataset_normalization(prepared)  # runs from before it was recorded
+    normalization = run_normalization(config, prepared)
     preprocess = Preprocess(normalization["mean"], normalization["std"], torch_device, augment=AugmentSpec(),
                             channels_last=channels_last)  # fmt: skip
 
@@ -209,6 +205,25 @@ def _error_analysis(scored: Scored, confusion: list[list[int]], classes: list[st
     }
 
 
+def checked_split(run: RunDir, config: RunConfig, split: str, *, root: Path | None = None
+                  ) -> tuple[PrepareOptions, Prepared]:  # fmt: skip
+    """The run's prepared data (under `root`, default the recorded one), its `split` checked against the hash recorded
+    when the run trained: what evaluate, export and predict score is what the run was trained and tested on."""
+    expected = _recorded_split_hash(run, config, split)
+    data = _data_options(run, config.data if root is None else {**config.data, "root": str(root)})
+    prepared = _prepared_data(run, data)
+    if prepared.manifest["split_hashes"][split] != expected:
+        raise UsageError(f"the {split} split prepared under {data.root} differs from the one {run.name} was trained "
+                         f"with (split hash mismatch); the dataset files changed")  # fmt: skip
+    return data, prepared
+
+
+def run_normalization(config: RunConfig, prepared: Prepared) -> dict[str, Any]:
+    """The mean and std the run's inputs were normalised with (recorded; for runs from before it was recorded, the
+    train split's, as they were then)."""
+    return config.normalization or dataset_normalization(prepared)
+
+
 def _recorded_split_hash(run: RunDir, config: RunConfig, split: str) -> str:
     """The hash of `split` recorded when the run trained: what the data scored now must match."""
     hashes = config.prepared.get("split_hashes")
@@ -303,7 +318,7 @@ def _draw(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, s
     if len(wrong):
         # The most confident mistakes first: they say the most about what the model learned wrongly (or a bad label).
         shown = wrong[np.argsort(-scored.probs[wrong].max(axis=1), kind="stable")][:GALLERY_LIMIT]
-        images, shown = _images(prepared, split, shown)
+        images, shown = split_images(prepared, split, shown)
         if len(shown):
             captions = [f"#{i} true: {_short(classes[scored.labels[i]])}\npredicted: "
                         f"{_short(classes[scored.probs[i].argmax()])} ({scored.probs[i].max():.2f})" for i in shown]
@@ -322,7 +337,7 @@ def _draw(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, s
     return pictures
 
 
-def _images(prepared: Prepared, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split_images(prepared: Prepared, split: str, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (n, C, H, W) images of a split by position, as the model saw them (resized, before normalisation); a
     file that no longer decodes is left out of the gallery with its index."""
     data = prepared.splits[split]
