@@ -28,6 +28,7 @@ from cnnbench.core.storage import ensure_writable_folder
 from cnnbench.data.prepare import Prepared, PrepareOptions
 from cnnbench.engine import Callback, EpochCallback, StopRun, build_trainer, select_device
 from cnnbench.engine.autotune import PromiseWatch
+from cnnbench.runs import tensorboard
 from cnnbench.models import build
 from cnnbench.models.accounting import budget, count_parameters
 from cnnbench.runs import resources
@@ -179,6 +180,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     A new run directory is locked as soon as it exists (a resumed one by resume_run) and stays locked until the
     summary is written: one writer per run (runlock.py)."""
     config = spec.train
+    if config.tensorboard:
+        tensorboard.check_available()
     # Absolute paths, so `evaluate` and `--resume` find the data from any working directory.
     data = replace(spec.data, root=Path(spec.data.root).resolve(),
                    source=Path(spec.data.source).resolve() if spec.data.source else None)  # fmt: skip
@@ -217,6 +220,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                             trained_module=plan.trained_module, callbacks=plan.callbacks)  # fmt: skip
     if not main:
         return _follow(trainer, state)
+    board = (tensorboard.TensorBoardWriter(run_dir.path if run_dir else None, spec.flat(), _input_shape(model_spec))
+             if config.tensorboard else None)  # fmt: skip
     if run_dir is None:
         run_dir = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
         with RunLock(run_dir.path):  # held until the summary is written
@@ -241,7 +246,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                 "git": git_revision(),
                 "schema": SCHEMA,
             }))  # fmt: skip
-            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, callbacks=callbacks)
+            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, callbacks=callbacks, board=board)
     run_dir.remove_stale_temp_files()  # a killed writer's half-written files; its caller holds the lock
     saved = run_dir.read_config()  # a resumed run
     saved.train.update(epochs=config.epochs, device=config.device)
@@ -250,15 +255,24 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     saved.resumed.append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_dir.write_config(saved)
     run_dir.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
-    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, callbacks=callbacks)
+    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, callbacks=callbacks, board=board)
+
+
+def _input_shape(model_spec) -> tuple[int, int, int]:
+    shape = model_spec.input
+    return (shape.channels, shape.height, shape.width)
 
 
 def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[str, Any] | None, progress: Any,
-              callbacks: list[Any] | tuple[Any, ...]) -> RunResult:  # fmt: skip
-    """Train with the run directory's writer as the first callback, and end with the summary whatever happens."""
+              callbacks: list[Any] | tuple[Any, ...], board: tensorboard.TensorBoardWriter | None = None
+              ) -> RunResult:  # fmt: skip
+    """Train with the run directory's writer as the first callback (and TensorBoard's beside it), and end with the
+    summary whatever happens."""
     logger.info(f"run directory: {run_dir.path}")
+    if board is not None:
+        board.folder = run_dir.path / tensorboard.FOLDER  # a new run's folder exists only now
     # The writer first, so a callback that stops the run (a search's pruner) does so after the epoch is on disk.
-    trainer.callbacks = [RunWriter(run_dir, trainer.config.monitor), *trainer.callbacks,
+    trainer.callbacks = [RunWriter(run_dir, trainer.config.monitor), *([board] if board else []), *trainer.callbacks,
                          *(cb if isinstance(cb, Callback) else EpochCallback(cb) for cb in callbacks)]
     if state is not None:
         trainer.load_state_dict(state)
@@ -273,6 +287,8 @@ def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[s
         ended = {**counts, "nonzero": measured["nonzero"], "sparsity": measured["sparsity"]}
         summary = _summary(run_dir, trainer, status, ended, time.perf_counter() - started, **extra)
         _draw_curves(run_dir)
+        if board is not None:
+            board.close()
         run_dir.write_summary(summary)
         return RunResult(run=run_dir, status=status, summary=summary.to_dict())
 

@@ -461,6 +461,8 @@ OPTIONS: tuple[Option, ...] = (
            "training."),
     Option("train.eval_batch_size", ("--eval-batch-size",), "Images per evaluation step."),
     Option("train.workers", ("--workers",), "DataLoader workers for file-index datasets.", default="up to 4"),
+    Option("train.tensorboard", ("--tensorboard/--no-tensorboard",), "Write TensorBoard event files into RUN/tb "
+           "(pip install 'cnnbench[tensorboard]'); `tensorboard --logdir results`."),
     # device
     Option("train.device", ("--device",), "auto | cpu | cuda | cuda:N | mps.", _DEVICE),
     Option("train.precision", ("--precision",), "auto | fp32 | bf16 | fp16.", _DEVICE,

@@ -56,6 +56,7 @@ class TrainConfig:
     head_lr: float | None = None  # fine-tuning: the head-only phase's lr; None: lr
     eval_batch_size: int = 1024
     workers: int | None = None  # DataLoader workers for file-index datasets; None: up to 4
+    tensorboard: bool = False  # event files in RUN/tb (runs/tensorboard.py); changes nothing about the training
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

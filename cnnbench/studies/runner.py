@@ -117,8 +117,9 @@ FINAL = ("completed", "diverged")  # a diverged run is a result of its configura
 
 def _identity(spec: RunSpec) -> str:
     """What makes two runs the same run, as the study asked for it (recorded in config.json, since a run normalises
-    some values as it starts): the whole specification but where the data lives and whether it could be downloaded."""
-    values = {k: v for k, v in spec.flat().items() if k not in ("data.root", "data.download")}
+    some values as it starts): the whole specification but where the data lives, whether it could be downloaded and
+    whether TensorBoard watched it."""
+    values = {k: v for k, v in spec.flat().items() if k not in ("data.root", "data.download", "train.tensorboard")}
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
