@@ -100,6 +100,10 @@ def test_a_parity_failure_exits_1_and_is_recorded(cli, scratch, tmp_path, monkey
     assert result.code == 1
     assert "differ from PyTorch's by 1.00e+00" in result.err and len(result.err.strip().splitlines()) == 1
     assert json.loads((tmp_path / "parity.json").read_text())["pt2"]["passed"] is False
+    as_json = cli("export", scratch, "--format", "pt2", "--out", tmp_path, "--samples", "16", "--repeats", "1", "-q",
+                  "--json")  # fmt: skip
+    assert as_json.code == 1 and as_json.json()["parity"]["passed"] is False  # still exactly one JSON object
+    assert "differ from PyTorch's" in as_json.err
 
 
 def test_predict_on_image_files_agrees_with_evaluate_and_lists_a_damaged_file(cli, scratch, tmp_path):

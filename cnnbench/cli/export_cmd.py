@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stdout
+from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stderr, stdout
 from cnnbench.core.errors import CheckFailed
 
 
@@ -53,5 +53,9 @@ def export(
         console.print(table)
         console.print(f"written: {file} (+ {METADATA_FILE}, {PARITY_FILE})", markup=False)
     if not parity["passed"]:
-        raise CheckFailed(f"the exported model's logits differ from PyTorch's by {parity['max_abs_diff']:.2e}, over "
-                          f"the tolerance of {parity['tolerance']:.1e}; see {file.parent / PARITY_FILE}")  # fmt: skip
+        message = (f"the exported model's logits differ from PyTorch's by {parity['max_abs_diff']:.2e}, over the "
+                   f"tolerance of {parity['tolerance']:.1e}; see {file.parent / PARITY_FILE}")  # fmt: skip
+        if json_output:  # the one JSON object is printed, with "passed": false; the reason goes to stderr
+            stderr().print(f"cnnbench: error: {message}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+        raise CheckFailed(message)
