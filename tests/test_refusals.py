@@ -76,13 +76,19 @@ def test_duplicate_amounts_and_targets_are_refused():
     assert parse_amounts("0.5,0.7") == (0.5, 0.7)
 
 
-def test_pruning_that_would_remove_nothing_is_refused_and_leaves_nothing(cli, trained_run, tmp_path):
+def test_pruning_that_would_remove_nothing_is_refused_and_leaves_nothing(cli, trained_run, tmp_path, monkeypatch):
+    from cnnbench.runs import resources
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("the data was read before the request was refused")
+
     parent = trained_run("mnist-722", epochs=2)
+    monkeypatch.setattr(resources, "prepared", no_data)
     macs = json.loads((parent / "config.json").read_text())["params"]["macs"]
     line = one_line(cli("prune", parent, "--method", "structured", "--target-macs", str(macs), "--out", tmp_path))
     assert f"already needs only {macs:,} MACs per image" in line
     # mnist-722 at 0.9: Torch-Pruning keeps every coupled layer whole, so the "pruned" run would be the parent again.
-    # Found when the child's model is made (after the data is read, before any run folder): -q keeps the one line.
+    # Found when the request is checked, before the data is read and before any run folder.
     line = one_line(cli("prune", parent, "--method", "structured", "--amount", "0.9", "--out", tmp_path, "-q"))
     assert "removes no channel of mnist-722" in line and "--method magnitude" in line
     assert list(tmp_path.iterdir()) == []
@@ -142,6 +148,17 @@ def test_a_read_only_bind_mount_is_named_not_the_root_of_its_device(trained_run,
 def test_a_name_too_long_for_the_file_system_says_so_and_what_to_do(cli, tmp_path):
     line = one_line(cli("prepare", "digits", "--root", tmp_path / ("x" * 300), "-q"))
     assert "File name too long (a name of 300 bytes" in line and "use shorter names" in line
+
+
+def test_a_refused_destination_leaves_none_of_the_folders_it_would_have_made(cli, trained_run, tmp_path):
+    long_name = "x" * 300
+    train = cli("train", "--model", "mnist-722", "--dataset", "digits", "--size", "28", "--epochs", "1", "--out",
+                tmp_path / "runs" / "deep" / long_name, "-q")  # fmt: skip
+    assert "File name too long" in one_line(train)
+    exported = cli("export", trained_run("mnist-722", epochs=2), "--format", "torchscript", "--out",
+                   tmp_path / "exports" / long_name, "-q")  # fmt: skip
+    assert "File name too long" in one_line(exported)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither runs/deep nor exports was left behind
 
 
 def test_an_impossible_place_names_the_option_that_moves_it(cli, tmp_path):

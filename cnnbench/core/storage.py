@@ -7,6 +7,7 @@ served by web servers and copied into CI artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -39,12 +40,20 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 def ensure_writable_folder(folder: Path) -> Path:
     """Make `folder` (and its parents) and prove a file can be created there, so that a run fails before its data is
-    prepared and its format probed, not after. Raises the OSError (the CLI turns it into one line)."""
+    prepared and its format probed, not after. Raises the OSError (the CLI turns it into one line), after removing
+    the folders it made: a failed command leaves nothing behind."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-    os.close(fd)
-    os.unlink(probe)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError:
+        for path in made:  # deepest first; only what this call made, and only while empty
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
     return folder
 
 

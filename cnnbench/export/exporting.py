@@ -33,7 +33,13 @@ import numpy as np
 import torch
 
 from cnnbench.core.errors import UsageError
-from cnnbench.core.storage import jsonable, unwritable_as_usage_error, write_atomic, write_json_atomic
+from cnnbench.core.storage import (
+    ensure_writable_folder,
+    jsonable,
+    unwritable_as_usage_error,
+    write_atomic,
+    write_json_atomic,
+)
 from cnnbench.evaluate.evaluation import split_images
 from cnnbench.export.deployable import INPUT_NAME, OUTPUT_NAMES, Deployable, RunModel, open_run_model
 
@@ -174,7 +180,7 @@ def export_run(path: Path, *, fmt: str = "onnx", checkpoint: str = "best", out: 
     pixels, split = _sample(opened, samples)
     file = folder / chosen.file
     with unwritable_as_usage_error(folder, elsewhere="give --out a writable folder"):
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_writable_folder(folder)
         logger.info(f"exporting {opened.run.name} ({checkpoint} checkpoint) as {fmt}: {file}")
         chosen.save(opened.model, torch.from_numpy(pixels[: min(2, len(pixels))]), file, opened.metadata)
         parity = {"format": fmt, "file": file.name, "split": split,

@@ -171,6 +171,10 @@ def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dic
     if above:
         raise UsageError(f"--target-macs {above[0]:,}: {parent.name} ({parent_model.name}) already needs only "
                          f"{parent_macs:,} MACs per image, so there is nothing to remove; give a target below that")
+    if options.method == "structured":  # a target that removes nothing is refused now, before the data is read
+        targets = [("amount", a) for a in options.amounts] + [("target_macs", m) for m in options.target_macs]
+        for kind, target in targets:  # on freshly initialised weights: which channels go varies, which layers not
+            _prune_structured(build(parent_model), parent_model, layers, kind, target)
     if config.pruning:  # pruning a pruned run compounds: say what it starts from
         ended = parent.read_summary()  # measured as it ended (config.json has the start: dense, for a polynomial)
         already = (ended.params if ended else config.params or {}).get("sparsity")
@@ -181,6 +185,24 @@ def prepare_prune(parent_path: Path, options: PruneOptions, *, train_values: dic
         logger.info(f"note: {parent.name} is {parent.status()}; pruning its best checkpoint so far")
     return PruneRequest(parent=parent, config=config, parent_model=parent_model, best=best, spec=spec, layers=layers,
                         options=options, root=root)  # fmt: skip
+
+
+def _prune_structured(model, parent_model, layers: list[str], kind: str, target: float):
+    """Remove channels of `model` (in place) for one amount or MACs target: (the pruned result, the layers left whole
+    with why, the layers pruned). A request that would remove nothing is refused: it would be recorded as pruned."""
+    pruned = prune_channels(model, parent_model, layers, **{"ratio" if kind == "amount" else kind: target})
+    skipped = {pruned.output_layer: "the classifier's output layer (pruning it would remove classes)"}
+    skipped |= {name: "Torch-Pruning left its channels whole (coupled to a layer it may not prune)"
+                for name in pruned.unchanged}  # fmt: skip
+    # their outputs stay; their inputs shrink with the chosen layers that feed them
+    skipped |= {name: "not chosen by --layers" for name in prunable_layers(pruned.model) if name not in layers}
+    pruned_layers = [n for n in layers if n not in skipped]
+    if not pruned_layers:
+        what = f"--amount {target:g}" if kind == "amount" else f"--target-macs {target:,}"
+        whole = _some([f"{name} ({why})" for name, why in skipped.items() if name in layers])
+        raise UsageError(f"structured {what} removes no channel of {parent_model.name}: Torch-Pruning left every "
+                         f"chosen layer whole ({whole}); choose other --layers, or use --method magnitude")
+    return pruned, skipped, pruned_layers
 
 
 def plan(prepared, *, request: PruneRequest, kind: str, target: float) -> ModelPlan:
@@ -197,25 +219,15 @@ def plan(prepared, *, request: PruneRequest, kind: str, target: float) -> ModelP
     output_layer = classifier_output_layer(model)
     callbacks: list[Callback] = []
     if options.method == "structured":
-        pruned = prune_channels(model, parent_model, layers, **{"ratio" if kind == "amount" else kind: target})
+        pruned, skipped, pruned_layers = _prune_structured(model, parent_model, layers, kind, target)
         model, model_spec = pruned.model, pruned.spec
-        skipped = {pruned.output_layer: "the classifier's output layer (pruning it would remove classes)"}
-        skipped |= {name: "Torch-Pruning left its channels whole (coupled to a layer it may not prune)"
-                    for name in pruned.unchanged}  # fmt: skip
-        # their outputs stay; their inputs shrink with the chosen layers that feed them
-        skipped |= {name: "not chosen by --layers" for name in prunable_layers(model) if name not in layers}
         # amount: what was asked (a --target-macs run: the share it took); channel_ratio: what was removed
         record.update(amount=float(target) if kind == "amount" else pruned.channel_ratio,
                       channel_ratio=pruned.channel_ratio,
                       target_macs=target if kind == "target_macs" else None, library=_library_version(),
-                      pruned_layers=[n for n in layers if n not in skipped], skipped=skipped)  # fmt: skip
+                      pruned_layers=pruned_layers, skipped=skipped)  # fmt: skip
         for note in pruned.notes:
             logger.info(note)
-        if not record["pruned_layers"]:  # a run that removed nothing would be recorded as pruned: refuse it
-            what = f"--amount {target:g}" if kind == "amount" else f"--target-macs {target:,}"
-            whole = _some([f"{name} ({why})" for name, why in skipped.items() if name in layers])
-            raise UsageError(f"structured {what} removes no channel of {parent_model.name}: Torch-Pruning left every "
-                             f"chosen layer whole ({whole}); choose other --layers, or use --method magnitude")
         logger.info(f"removed {pruned.channel_ratio:.0%} of the channels of {len(record['pruned_layers'])} layer(s); "
                     f"left alone: {_some([f'{name} ({why})' for name, why in skipped.items()])}")  # fmt: skip
     else:
