@@ -239,6 +239,20 @@ def test_workers_on_a_postgresql_study_share_it_and_a_killed_one_is_retried(data
     assert not any(t.state.name == "RUNNING" for t in trials)
 
 
+def test_a_trial_whose_worker_has_not_named_itself_yet_is_not_taken_for_dead():
+    """Between ask() and its first user attributes a trial has no host, pid or heartbeat; a worker of the same
+    PostgreSQL study in another folder (no shared lock) took it for dead, and its owner then failed with
+    UpdateFinishedTrialError (seen in the suite under load)."""
+    import optuna
+
+    from cnnbench.search.storage import _worker_alive
+
+    study = optuna.create_study()
+    study.ask()
+    (fresh,) = study.get_trials(deepcopy=False)
+    assert fresh.user_attrs == {} and _worker_alive(fresh)
+
+
 def test_dead_trials_are_recovered_only_under_the_study_lock(data_root, tmp_path, monkeypatch):
     """Another worker holds the lock from ask() until its trial names its host and pid; a recovery outside the lock
     took such a trial for a dead worker's and failed it under its owner (UpdateFinishedTrialError, seen on PostgreSQL)."""

@@ -167,7 +167,12 @@ def _worker_alive(trial) -> bool:
     if attrs.get("host") == socket.gethostname() and "pid" in attrs:
         pid = int(attrs["pid"])
         return pid_alive(pid) and process_started(pid) <= float(attrs.get("started", math.inf)) + 1
-    return time.time() - float(attrs.get("heartbeat", attrs.get("started", 0))) < STALE_AFTER_S
+    last_sign = attrs.get("heartbeat", attrs.get("started"))
+    if last_sign is None and trial.datetime_start is not None:
+        # asked for moments ago by a worker that has not named itself yet (another folder's lock, another machine):
+        # Optuna's own start time, not the epoch, says how long it has been silent
+        last_sign = trial.datetime_start.timestamp()
+    return time.time() - float(last_sign or 0) < STALE_AFTER_S
 
 
 def recover_dead_trials(study) -> int:
