@@ -3,10 +3,13 @@ loses no finished trial, says exactly what happened, and offers the way out (`tu
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +173,38 @@ def test_retrain_best_checks_its_split_first_and_a_rerun_reuses_the_retrain(data
     again = tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 1, retrain_best=True))
     assert again["retrained"] == first["retrained"]  # the same run and test figure, not a second retrain
     assert len(list((folder / "best").iterdir())) == 1
+
+
+@pytest.mark.slow  # two searches in a private mount namespace
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare to mount a tmpfs")
+def test_a_disk_that_fills_during_a_trial_stops_the_search_cleanly_and_a_rerun_retries_it(data_root, tmp_path):
+    """A real full disk (a 150 KB tmpfs: the first trial fits, a later one does not) in the middle of a trial: one
+    line naming the file and the mount, exit 2, a journal that still reads; with space again, the same command retries
+    the failed trial's configuration and ends with exactly --n-trials completed."""
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs tmpfs {mount}"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode().strip()}")
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    tune_there = (f"{sys.executable} -m cnnbench tune --space {space} --study s --folder {mount / 'study'} --n-trials 3 "
+                  f"--model mnist-722 --dataset digits --size 28 --root {data_root} --epochs 2 --precision fp32 "
+                  f"--no-channels-last --threads 2 -q")  # fmt: skip
+    script = (f"mount -t tmpfs -o size=150k tmpfs {mount} && "
+              f"{{ {tune_there} 2> {tmp_path / 'full.err'}; echo $? > {tmp_path / 'full.rc'}; }} && "
+              f"mount -o remount,size=20m {mount} && "
+              f"{{ {tune_there} 2> {tmp_path / 'again.err'}; echo $? > {tmp_path / 'again.rc'}; }} && "
+              f"cp {mount / 'study' / 'trials.csv'} {tmp_path / 'trials.csv'}")  # fmt: skip
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    err = (tmp_path / "full.err").read_text()
+    assert (tmp_path / "full.rc").read_text().strip() == "2", err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("cnnbench: error: cannot write ")
+    assert f"No space left on device; free space on {mount} and run again" in err
+    assert (tmp_path / "again.rc").read_text().strip() == "0", (tmp_path / "again.err").read_text()
+    with open(tmp_path / "trials.csv", newline="") as handle:
+        trials = list(csv.DictReader(handle))
+    assert [t["state"] for t in trials].count("complete") == 3
+    failed = [t["train.lr"] for t in trials if t["state"] == "fail"]
+    assert failed and set(failed) <= {t["train.lr"] for t in trials if t["state"] == "complete"}  # retried
