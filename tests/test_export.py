@@ -57,13 +57,13 @@ def test_every_format_matches_pytorch_and_takes_raw_pixels_with_its_metadata_ins
     evaluation = json.loads((scratch / "eval" / "test.json").read_text())
     assert metadata["temperature"] == pytest.approx(evaluation["calibration"]["temperature_scaling"]["temperature"])
 
-    from cnnbench.export.exporting import FORMATS, read_metadata
+    from cnnbench.export.exporting import FORMATS
 
-    inside = read_metadata(tmp_path / file)  # the file alone, without model.json
-    assert {k: v for k, v in metadata.items() if k != "files"} == inside
+    runner, inside = FORMATS[fmt].load(tmp_path / file)  # the file alone, without model.json
+    assert {k: v for k, v in metadata.items() if k != "files"} == json.loads(inside)
     split, _ = _test_split(scratch)
     pixels = split.images[:3].numpy().astype(np.float32)  # three images: the batch size is not fixed at export
-    logits = FORMATS[fmt].load(tmp_path / file)(pixels)
+    logits = runner(pixels)
     assert np.allclose(logits, _by_hand(scratch, pixels), atol=1e-4)
 
 
@@ -80,7 +80,7 @@ def test_a_finetuned_backbone_and_a_structured_pruned_run_export_with_parity(cli
         result = cli("export", run, "--samples", "32", "--repeats", "1", "--json", "-q")
         assert result.code == 0, result.err
         assert result.json()["parity"]["passed"] and result.json()["parity"]["top1_agreement"] == 1.0
-    narrowed = json.loads((tmp_path / "pruned").glob("*/export/model.json").__next__().read_text())
+    narrowed = json.loads(next((tmp_path / "pruned").glob("*/export/model.json")).read_text())
     assert narrowed["kind"] == "prune"
 
 
@@ -92,8 +92,8 @@ def test_a_parity_failure_exits_1_and_is_recorded(cli, scratch, tmp_path, monkey
     real = exporting.FORMATS["pt2"]
 
     def off_by_one(path):
-        run = real.load(path)
-        return lambda pixels: run(pixels) + 1.0  # a wrong graph
+        run, metadata = real.load(path)
+        return (lambda pixels: run(pixels) + 1.0), metadata  # a wrong graph
 
     monkeypatch.setitem(exporting.FORMATS, "pt2", replace(real, load=off_by_one))
     result = cli("export", scratch, "--format", "pt2", "--out", tmp_path, "--samples", "16", "--repeats", "1", "-q")

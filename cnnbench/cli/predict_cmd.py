@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cnnbench.cli.common import JsonFlag, QuietFlag, cells, configure_logging, emit_json, stderr, stdout
-from cnnbench.core.storage import unwritable_as_usage_error, write_text_atomic
+from cnnbench.core.storage import ensure_writable_folder, unwritable_as_usage_error, write_text_atomic
 
 SHOWN_ROWS = 50  # printed without --out; the CSV holds them all
 
@@ -32,13 +30,13 @@ def predict(
 ) -> None:
     """Label image files with a trained run or an exported model: the top-k classes with their probabilities (and the
     temperature-scaled ones where `evaluate` fitted a temperature). Files that do not decode are listed, not dropped."""
-    from cnnbench.export.predicting import csv_rows, find_images, open_predictor, predict_images
+    from cnnbench.export.predicting import find_images, open_predictor, predict_images, predictions_csv
 
     configure_logging(quiet)
     images = find_images(paths)
     if out is not None:
         with unwritable_as_usage_error(out, elsewhere="give --out a writable place"):
-            out.parent.mkdir(parents=True, exist_ok=True)  # before any work: an unwritable --out loses nothing
+            ensure_writable_folder(out.parent)  # before any work; a refused --out leaves no folder behind
     predictor = open_predictor(source, checkpoint=checkpoint, root=root, device=device)
     show_bar = not quiet and not json_output and len(images) > 512
     bar = Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -49,13 +47,8 @@ def predict(
                                 progress=lambda done, total: bar.update(task, completed=done))  # fmt: skip
     shown_k = min(top_k, len(result.classes))
     if out is not None:
-        columns, rows = csv_rows(result, shown_k)
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
         with unwritable_as_usage_error(out, elsewhere="give --out a writable place"):
-            write_text_atomic(out, buffer.getvalue())
+            write_text_atomic(out, predictions_csv(result, shown_k))
     if json_output:
         emit_json({"source": result.source, "classes": result.classes, "temperature": result.temperature,
                    "predictions": result.rows, "skipped": result.skipped, "out": str(out) if out else None})

@@ -24,7 +24,7 @@ from cnnbench.core import plots
 from cnnbench.core.errors import UsageError
 from cnnbench.core.plots import CURVES_FILE, GALLERY_LIMIT
 from cnnbench.core.storage import write_json_atomic, write_text_atomic
-from cnnbench.core.tables import markdown_table
+from cnnbench.core.tables import csv_text, markdown_table
 from cnnbench.data.augment import AugmentSpec
 from cnnbench.data.images import decode_many
 from cnnbench.data.prepare import SPLITS, Prepared, PrepareOptions, prepared_dir
@@ -271,7 +271,7 @@ def _write(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, 
         write_text_atomic(folder / name, content)
         written.append(f"{folder.name}/{name}")
 
-    text(f"{split}_per_class.csv", _csv(["class", "support", "precision", "recall", "f1", "roc_auc"],
+    text(f"{split}_per_class.csv", csv_text(["class", "support", "precision", "recall", "f1", "roc_auc"],
                                         result["per_class"]))  # fmt: skip
     confusion = io.StringIO()
     rows = csv.writer(confusion, lineterminator="\n")
@@ -281,7 +281,7 @@ def _write(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, 
     analysis = result["error_analysis"]
     for table in ("least_confident", "top_losses", "confused_pairs"):
         if analysis[table]:
-            text(f"{split}_{table}.csv", _csv(list(analysis[table][0]), analysis[table]))
+            text(f"{split}_{table}.csv", csv_text(list(analysis[table][0]), analysis[table]))
         else:  # nothing confused: and no table left from an earlier evaluation either
             (folder / f"{split}_{table}.csv").unlink(missing_ok=True)
     pictures = _draw(run, split, result, prepared, scored)
@@ -294,14 +294,6 @@ def _write(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, 
     written.append(f"{folder.name}/{split}.json")
     write_json_atomic(folder / f"{split}.json", {**result, "files": written})
     return written
-
-
-def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _draw(run: RunDir, split: str, result: dict[str, Any], prepared: Prepared, scored: Scored) -> dict[str, Path]:

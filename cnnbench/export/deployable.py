@@ -35,7 +35,7 @@ class Deployable(nn.Module):
 
     def __init__(self, model: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
         inv_std = 1.0 / torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         # (pixels / 255 - mean) / std as one multiply and one add, as the trainer does (engine/batches.py); a grey
         # image broadcasts to a model that takes three channels, as in training

@@ -63,7 +63,8 @@ class Format:
     file: str
     needs: tuple[str, ...]  # importable modules, from the `export` extra
     save: Callable[[Deployable, torch.Tensor, Path, dict[str, Any]], None]
-    load: Callable[[Path], Runner]
+    # the file read once: its runner and the metadata inside it (JSON text, or None when it holds none)
+    load: Callable[[Path], tuple[Runner, str | None]]
 
 
 # --- ONNX -------------------------------------------------------------------------------------------------------------
@@ -83,14 +84,23 @@ def _save_onnx(model: Deployable, example: torch.Tensor, path: Path, metadata: d
     write_atomic(path, lambda handle: handle.write(proto.SerializeToString()))
 
 
-def _load_onnx(path: Path) -> Runner:
+def _load_onnx(path: Path) -> tuple[Runner, str | None]:
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()  # the threads PyTorch has, so that the latencies compare
     options.log_severity_level = 3  # errors only: its warnings about unused initializers are not the user's
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda pixels: session.run([OUTPUT_NAMES[0]], {INPUT_NAME: pixels})[0]
+    metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    return (lambda pixels: session.run([OUTPUT_NAMES[0]], {INPUT_NAME: pixels})[0]), metadata
+
+
+def _torch_runner(module: torch.nn.Module) -> Runner:
+    def run(pixels: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(pixels))[0].numpy()
+
+    return run
 
 
 # --- TorchScript ------------------------------------------------------------------------------------------------------
@@ -115,15 +125,11 @@ def _save_torchscript(model: Deployable, example: torch.Tensor, path: Path, meta
         write_atomic(path, lambda handle: torch.jit.save(traced, handle, _extra_files=extra))
 
 
-def _load_torchscript(path: Path) -> Runner:
+def _load_torchscript(path: Path) -> tuple[Runner, str | None]:
+    extra = {f"{METADATA_KEY}.json": ""}
     with _quiet_torchscript():
-        module = torch.jit.load(str(path), map_location="cpu").eval()
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(pixels))[0].numpy()
-
-    return run
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+    return _torch_runner(module), extra[f"{METADATA_KEY}.json"] or None
 
 
 # --- torch.export (pt2) ---------------------------------------------------------------------------------------------
@@ -135,14 +141,10 @@ def _save_pt2(model: Deployable, example: torch.Tensor, path: Path, metadata: di
     write_atomic(path, lambda handle: torch.export.save(program, handle, extra_files=extra))
 
 
-def _load_pt2(path: Path) -> Runner:
-    module = torch.export.load(str(path)).module()
-
-    def run(pixels: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return module(torch.from_numpy(pixels))[0].numpy()
-
-    return run
+def _load_pt2(path: Path) -> tuple[Runner, str | None]:
+    extra = {f"{METADATA_KEY}.json": ""}
+    module = torch.export.load(str(path), extra_files=extra).module()
+    return _torch_runner(module), extra[f"{METADATA_KEY}.json"] or None
 
 
 FORMATS = {
@@ -184,7 +186,7 @@ def export_run(path: Path, *, fmt: str = "onnx", checkpoint: str = "best", out: 
         logger.info(f"exporting {opened.run.name} ({checkpoint} checkpoint) as {fmt}: {file}")
         chosen.save(opened.model, torch.from_numpy(pixels[: min(2, len(pixels))]), file, opened.metadata)
         parity = {"format": fmt, "file": file.name, "split": split,
-                  **check_parity(opened.model, chosen.load(file), pixels, repeats=repeats)}  # fmt: skip
+                  **check_parity(opened.model, chosen.load(file)[0], pixels, repeats=repeats)}  # fmt: skip
         _record(folder, fmt, file, opened.metadata, parity)
     return {"file": file, "metadata": opened.metadata, "parity": parity}
 
@@ -269,33 +271,20 @@ def _json_object(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The metadata of an exported model: inside the file (ONNX metadata property, TorchScript extra file), else the
-    model.json beside it. A UsageError when neither holds it."""
+def open_exported(path: Path, fmt: str) -> tuple[Runner, dict[str, Any]]:
+    """An exported model file read once: its runner and its metadata (inside the file, else the model.json beside
+    it). A UsageError when the file is not a model of `fmt` or carries no metadata."""
     path = Path(path)
-    found: str | None = None
+    load = export_format(fmt).load  # its libraries first: a missing extra is named, not taken for a damaged file
     try:
-        if path.suffix == ".onnx":
-            import onnx
-
-            found = next((p.value for p in onnx.load(str(path), load_external_data=False).metadata_props
-                          if p.key == METADATA_KEY), None)  # fmt: skip
-        elif path.suffix == ".pt2":
-            extra = {f"{METADATA_KEY}.json": ""}
-            torch.export.load(str(path), extra_files=extra)
-            found = extra[f"{METADATA_KEY}.json"] or None
-        else:
-            extra = {f"{METADATA_KEY}.json": ""}
-            with _quiet_torchscript():
-                torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-            found = extra[f"{METADATA_KEY}.json"] or None
-    except Exception as error:  # each format fails in its own ways on a damaged or foreign file
+        runner, found = load(path)
+    except Exception as error:  # onnxruntime and torch each fail in their own ways on a damaged or foreign file
         raise UsageError(f"{path} cannot be read as an exported model ({type(error).__name__}); export the run "
                          f"again") from None  # fmt: skip
-    if found is None:
-        found = _json_object(path.parent / METADATA_FILE)
-        if found is not None:
-            return found
+    if found is not None:
+        return runner, json.loads(found)
+    beside = _json_object(path.parent / METADATA_FILE)
+    if beside is None:
         raise UsageError(f"{path} holds no cnnbench metadata and has no {METADATA_FILE} beside it; export it with "
                          f"`cnnbench export`")  # fmt: skip
-    return json.loads(found)
+    return runner, beside

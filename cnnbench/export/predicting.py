@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from cnnbench.core.errors import UsageError
+from cnnbench.core.tables import csv_text
 from cnnbench.data.datasets.scan import IMAGE_EXTENSIONS, is_image
 from cnnbench.data.images import decode_many
 from cnnbench.engine.losses import probabilities as class_probabilities
 from cnnbench.export.deployable import open_run_model
-from cnnbench.export.exporting import FORMATS, export_format, read_metadata
+from cnnbench.export.exporting import open_exported
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +73,7 @@ def open_predictor(source: Path, *, checkpoint: str = "best", root: Path | None 
     if fmt is None:
         raise UsageError(f"{source} is neither a run directory nor an exported model; expected a folder or a "
                          f"{' or '.join(EXPORTED_SUFFIXES)} file from `cnnbench export`")  # fmt: skip
-    export_format(fmt)  # its libraries, before reading anything
-    metadata = read_metadata(source)
-    try:
-        runner = FORMATS[fmt].load(source)
-    except Exception as error:  # onnxruntime and torch.jit each fail in their own ways on a damaged file
-        raise UsageError(f"{source} cannot be loaded as a {fmt} model ({type(error).__name__}); export the run "
-                         f"again") from None  # fmt: skip
+    runner, metadata = open_exported(source, fmt)
     return Predictor(runner, metadata, str(source))
 
 
@@ -141,8 +136,9 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
     return class_probabilities(torch.from_numpy(np.ascontiguousarray(logits))).double().numpy()
 
 
-def csv_rows(predictions: Predictions, top_k: int) -> tuple[list[str], list[dict[str, Any]]]:
-    """The CSV's columns and rows: one row per file, the skipped ones with their reason and no labels."""
+def predictions_csv(predictions: Predictions, top_k: int) -> str:
+    """One row per file: path, label, probability, the top-k labels and probabilities (and the temperature-scaled
+    ones), and an `error`; the skipped files last, with their reason and no labels."""
     scaled = predictions.temperature is not None
     columns = ["path", "label", "probability"]
     for k in range(1, top_k + 1):
@@ -157,4 +153,4 @@ def csv_rows(predictions: Predictions, top_k: int) -> tuple[list[str], list[dict
                 row[f"probability_{k}_scaled"] = f"{top['probability_scaled']:.6f}"
         rows.append(row)
     rows += [{"path": s["path"], "error": s["reason"]} for s in predictions.skipped]
-    return columns, rows
+    return csv_text(columns, rows)

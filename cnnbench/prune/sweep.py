@@ -22,7 +22,7 @@ from cnnbench.runs import kinds
 from cnnbench.runs.pipeline import RunResult
 from cnnbench.runs.prune import METHODS, SCHEDULES, PruneChild, PruneOptions, PruneRequest, prepare_prune
 from cnnbench.runs.record import RunConfig
-from cnnbench.runs.rundir import RunDir
+from cnnbench.runs.rundir import RunDir, find_runs
 
 logger = logging.getLogger(__name__)
 
@@ -172,20 +172,19 @@ def resume_pruned(path: Path, *, epochs: int | None = None, device: str | None =
 
 def _sweep_of(result: RunResult, config: RunConfig) -> list[RunResult]:
     """`result` and the completed runs beside it pruned from the same parent with the same method and schedule (the
-    rest of its sweep), in the order they were made (run folders are named by their start time); folders that are not
-    runs, or damaged ones, are passed over."""
+    rest of its sweep), in the order they were made (find_runs: by name, which starts with the start time); damaged
+    runs are passed over."""
     parent, record = Path(config.parent).resolve(), config.pruning
     runs = []
-    for folder in sorted(p for p in result.run.path.parent.iterdir() if p.is_dir()):
-        if folder == result.run.path:
+    for sibling in find_runs([result.run.path.parent]):
+        if sibling.path.resolve() == result.run.path.resolve():
             runs.append(result)
             continue
-        sibling = RunDir(folder)
         if sibling.status() != "completed":
             continue
         try:
             other = sibling.read_config()
-        except (UsageError, OSError, ValueError):  # DamagedRun is a UsageError
+        except UsageError:  # DamagedRun
             continue
         if (other.kind == "prune" and Path(other.parent).resolve() == parent
                 and (other.pruning["method"], other.pruning["schedule"]) == (record["method"], record["schedule"])):

@@ -220,8 +220,8 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                             trained_module=plan.trained_module, callbacks=plan.callbacks)  # fmt: skip
     if not main:
         return _follow(trainer, state)
-    board = (tensorboard.TensorBoardWriter(run_dir.path if run_dir else None, spec.flat(), _input_shape(model_spec))
-             if config.tensorboard else None)  # fmt: skip
+    # what TensorBoard is told once (the settings) and traces once (an input of the model's shape)
+    watch = (spec.flat(), model_spec.input) if config.tensorboard else None
     if run_dir is None:
         run_dir = RunDir.create(out, model=model_spec.name, dataset=data.dataset, seed=config.seed)
         with RunLock(run_dir.path):  # held until the summary is written
@@ -246,7 +246,7 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
                 "git": git_revision(),
                 "schema": SCHEMA,
             }))  # fmt: skip
-            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, callbacks=callbacks, board=board)
+            return _fit_into(run_dir, trainer, counts, state=None, progress=progress, callbacks=callbacks, watch=watch)
     run_dir.remove_stale_temp_files()  # a killed writer's half-written files; its caller holds the lock
     saved = run_dir.read_config()  # a resumed run
     saved.train.update(epochs=config.epochs, device=config.device)
@@ -255,22 +255,16 @@ def train_with_plan(spec: RunSpec, plan_model: Callable[[Prepared], ModelPlan], 
     saved.resumed.append(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     run_dir.write_config(saved)
     run_dir.clear_summary()  # the run is live again; a stale "interrupted" must not show while it trains
-    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, callbacks=callbacks, board=board)
-
-
-def _input_shape(model_spec) -> tuple[int, int, int]:
-    shape = model_spec.input
-    return (shape.channels, shape.height, shape.width)
+    return _fit_into(run_dir, trainer, counts, state=state, progress=progress, callbacks=callbacks, watch=watch)
 
 
 def _fit_into(run_dir: RunDir, trainer, counts: dict[str, Any], *, state: dict[str, Any] | None, progress: Any,
-              callbacks: list[Any] | tuple[Any, ...], board: tensorboard.TensorBoardWriter | None = None
+              callbacks: list[Any] | tuple[Any, ...], watch: tuple[dict[str, Any], Any] | None = None
               ) -> RunResult:  # fmt: skip
-    """Train with the run directory's writer as the first callback (and TensorBoard's beside it), and end with the
-    summary whatever happens."""
+    """Train with the run directory's writer as the first callback (and, given `watch`, TensorBoard's beside it),
+    and end with the summary whatever happens."""
     logger.info(f"run directory: {run_dir.path}")
-    if board is not None:
-        board.folder = run_dir.path / tensorboard.FOLDER  # a new run's folder exists only now
+    board = tensorboard.TensorBoardWriter(run_dir.path, *watch) if watch else None
     # The writer first, so a callback that stops the run (a search's pruner) does so after the epoch is on disk.
     trainer.callbacks = [RunWriter(run_dir, trainer.config.monitor), *([board] if board else []), *trainer.callbacks,
                          *(cb if isinstance(cb, Callback) else EpochCallback(cb) for cb in callbacks)]

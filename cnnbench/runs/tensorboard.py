@@ -40,9 +40,9 @@ def check_available() -> None:
 class TensorBoardWriter(Callback):
     """Writes RUN/tb while the run trains; `close` at the end (with the hyper-parameters and best figures)."""
 
-    def __init__(self, run_path: Path | None, settings: dict[str, Any], input_shape: tuple[int, ...]) -> None:
-        self.folder = Path(run_path) / FOLDER if run_path is not None else None  # a new run's: set when it exists
-        self.settings, self.input_shape = settings, input_shape
+    def __init__(self, run_path: Path, settings: dict[str, Any], model_input) -> None:
+        self.folder, self.settings = Path(run_path) / FOLDER, settings
+        self.input_shape = (model_input.channels, model_input.height, model_input.width)  # an InputSpec
         self.writer = None
         self.best: dict[str, float] = {}
 
