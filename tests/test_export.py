@@ -106,7 +106,7 @@ def test_a_parity_failure_exits_1_and_is_recorded(cli, scratch, tmp_path, monkey
     assert "differ from PyTorch's" in as_json.err
 
 
-def test_predict_on_image_files_agrees_with_evaluate_and_lists_a_damaged_file(cli, scratch, tmp_path):
+def test_predict_on_image_files_agrees_with_evaluate_and_lists_a_damaged_file(cli, scratch, tmp_path, monkeypatch):
     split, classes = _test_split(scratch)
     folder = tmp_path / "photos"
     truth = {}
@@ -118,7 +118,16 @@ def test_predict_on_image_files_agrees_with_evaluate_and_lists_a_damaged_file(cl
     (folder / "broken.jpg").write_bytes(truncated_jpeg_bytes())
     (folder / "notes.txt").write_text("not an image, and not a picture format: never read")
     out = tmp_path / "predictions.csv"
+    from cnnbench.runs import resources
+
+    real_prepared = resources.prepared
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("predict read the run's dataset; its manifest holds all it needs")
+
+    monkeypatch.setattr(resources, "prepared", no_data)
     result = cli("predict", scratch, folder, "--top-k", "3", "--out", out, "--json", "-q")
+    monkeypatch.setattr(resources, "prepared", real_prepared)  # export's parity check reads the test split
     assert result.code == 0, result.err
     document = result.json()
     rows = {row["path"]: row for row in document["predictions"]}

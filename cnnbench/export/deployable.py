@@ -18,7 +18,8 @@ from torch import nn
 
 from cnnbench import __version__
 from cnnbench.core.errors import UsageError
-from cnnbench.data.prepare import Prepared
+from cnnbench.data.catalog import InputSpec
+from cnnbench.data.prepare import Prepared, read_manifest
 from cnnbench.engine.losses import probabilities
 from cnnbench.evaluate.evaluation import CHECKPOINTS, checked_split, run_normalization
 from cnnbench.runs.rundir import RunDir
@@ -50,25 +51,36 @@ class Deployable(nn.Module):
 
 @dataclass
 class RunModel:
-    """A run opened for export or prediction: the deployable model, its metadata and the run's prepared data."""
+    """A run opened for export or prediction: the deployable model, its metadata and (when asked for) the run's
+    prepared data, its test split checked."""
 
     run: RunDir
     model: Deployable
     metadata: dict[str, Any]
-    prepared: Prepared
+    prepared: Prepared | None
 
 
-def open_run_model(path: Path, *, checkpoint: str = "best", root: Path | None = None) -> RunModel:
-    """The run at `path` with the weights of `checkpoint`, behind its preprocessing; its test split checked against
-    the hash recorded at training (the parity check and `predict --run` read that data)."""
+def open_run_model(path: Path, *, checkpoint: str = "best", root: Path | None = None,
+                   with_data: bool = True) -> RunModel:  # fmt: skip
+    """The run at `path` with the weights of `checkpoint`, behind its preprocessing. `with_data`: its prepared data
+    too, the test split checked against the hash recorded at training (the parity check reads it); without, only the
+    prepared cache's manifest is read for the classes and the input (`predict`), unless the run predates recorded
+    normalisation or the cache is gone, when the data is read (and prepared again) after all."""
     if checkpoint not in CHECKPOINTS:
         raise UsageError(f"bad --checkpoint {checkpoint!r}: choose from {', '.join(CHECKPOINTS)}")
     run = RunDir.open(path)
     config = run.read_config(require=("data", "prepared", "model"))
-    _, prepared = checked_split(run, config, "test", root=root)
-    normalization = run_normalization(config, prepared)
+    prepared, manifest, normalization = None, None, config.normalization
+    if not with_data and root is None and normalization is not None:
+        try:
+            manifest = read_manifest(Path(config.prepared["directory"]))
+        except (UsageError, KeyError, TypeError):  # gone, damaged, or not recorded: read the data as export does
+            manifest = None
+    if manifest is None:
+        _, prepared = checked_split(run, config, "test", root=root)
+        manifest, normalization = prepared.manifest, run_normalization(config, prepared)
     model = Deployable(run.load_model(checkpoint), normalization["mean"], normalization["std"])
-    spec = prepared.input_spec
+    spec = InputSpec(**manifest["input"])
     color = "RGB" if spec.channels == 3 else "L (grey)"
     metadata = {
         "cnnbench_export": METADATA_VERSION,
@@ -77,7 +89,7 @@ def open_run_model(path: Path, *, checkpoint: str = "best", root: Path | None = 
         "kind": config.kind,
         "model": config.model.get("name"),
         "dataset": config.data.get("dataset"),
-        "classes": list(prepared.classes),
+        "classes": list(manifest["classes"]),
         "input": {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "batch": "any",
                   "channels": spec.channels, "height": spec.height, "width": spec.width, "pixel_range": [0, 255],
                   "before": RESIZE.format(color=color, height=spec.height, width=spec.width)},  # fmt: skip

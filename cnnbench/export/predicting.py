@@ -58,7 +58,7 @@ def open_predictor(source: Path, *, checkpoint: str = "best", root: Path | None 
     if source.is_dir():
         from cnnbench.engine import select_device
 
-        opened = open_run_model(source, checkpoint=checkpoint, root=root)
+        opened = open_run_model(source, checkpoint=checkpoint, root=root, with_data=False)
         torch_device = select_device(device)
         model = opened.model.to(torch_device)
 
