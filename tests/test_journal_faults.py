@@ -208,3 +208,52 @@ def test_a_disk_that_fills_during_a_trial_stops_the_search_cleanly_and_a_rerun_r
     assert [t["state"] for t in trials].count("complete") == 3
     failed = [t["train.lr"] for t in trials if t["state"] == "fail"]
     assert failed and set(failed) <= {t["train.lr"] for t in trials if t["state"] == "complete"}  # retried
+
+
+# A worker that is killed (SIGKILL) in the middle of Optuna's append: half of the record that tells a trial's result is
+# on disk, the append's lock file is left behind, and the process is gone without a word.
+_KILLED_MID_APPEND = """
+import json, os, signal, sys
+from optuna.storages.journal import _file
+
+real_append = _file.JournalFileBackend.append_logs
+
+def append_then_die(self, logs):
+    finishes = [log for log in logs if log.get("op_code") == 6 and log.get("state") == 1]
+    if finishes and finishes[0]["trial_id"] == 1:  # the second trial's result: write half of it, then die
+        real_lock = self._lock
+        real_lock.acquire()  # as the real append holds it, and a SIGKILL leaves it
+        text = (chr(10).join(json.dumps(log) for log in logs) + chr(10)).encode()
+        with open(self._file_path, "ab") as handle:
+            handle.write(text[: len(text) // 2])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_append(self, logs)
+
+_file.JournalFileBackend.append_logs = append_then_die
+from cnnbench.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_killed_in_the_middle_of_a_journal_append_loses_nothing_finished(data_root, tmp_path):
+    """A real SIGKILL while the journal record of a trial's result is half written: the next run sets the cut-off
+    record aside (naming the file and the place), removes the lock the dead append left (saying so) and ends with exactly --n-trials completed; the first trial's result is kept, the second trained again."""
+    folder = tmp_path / "j"
+    args = ["tune", "--space", str(_space_file(tmp_path)), "--study", "j", "--folder", str(folder), "--n-trials", "3",
+            "--model", "mnist-722", "--size", "28", "--root", str(data_root), "--epochs", "1", "--seed", "1", "-q"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_MID_APPEND, *args], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert killed.returncode == -9, killed.stderr
+    journal = folder / "study.journal"
+    assert scan(journal.read_bytes())[2].problem == "cut off: no newline at its end"
+    assert Path(f"{journal}.lock").exists()  # what the dead append left
+    again = subprocess.run([sys.executable, "-m", "cnnbench", *args, "--json"], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert f"{journal}: its last record" in again.stderr and "dropped" in again.stderr
+    assert json.loads(again.stdout)["complete"] == 3
+    assert scan(journal.read_bytes())[2] is None and len(list(folder.glob("study.journal.damaged-*"))) == 1
+    # Optuna would wait 30 s in silence before breaking the dead append's lock; it is removed, and said so
+    assert f"{journal}.lock: left" in again.stderr and "process was killed; removed" in again.stderr

@@ -7,6 +7,8 @@ What goes wrong, and what is done about it:
   then on every read fails. cnnbench keeps a copy of the whole file beside it (`study.journal.damaged-<time>`), cuts
   the bad tail off and says so: the study continues from its complete records (a trial whose result was in the lost
   record looks like one whose worker died, and is queued again).
+- A writer killed mid-append also leaves Optuna's lock file (`study.journal.lock`), which Optuna breaks only after
+  30 s of silence: a lock older than a few seconds is removed, with a warning.
 - A record in the middle is damaged: nothing after it can be trusted record by record, so the command stops with one
   line naming the file and the place, and offering `--rebuild`.
 - The journal is gone but the study folder still holds its trial runs: the command refuses to start the study over
@@ -100,17 +102,42 @@ def _problem(line: bytes) -> str | None:
     return None
 
 
+# Optuna's append holds its lock for milliseconds; a lock file this old was left by a writer that died holding it.
+DEAD_APPEND_LOCK_S = 5.0
+
+
 @contextlib.contextmanager
 def journal_lock(path: Path) -> Iterator[None]:
     """Optuna's own lock on the journal (its appends take it), so no writer is mid-append while it is checked."""
     from optuna.storages.journal import JournalFileOpenLock
 
+    clear_a_dead_append_lock(path)
     lock = JournalFileOpenLock(str(path))
     lock.acquire()
     try:
         yield
     finally:
         lock.release()
+
+
+def clear_a_dead_append_lock(path: Path) -> None:
+    """Remove the lock file of an append whose process was killed holding it (SIGKILL, a dead machine), with a
+    warning. Optuna breaks such a lock only after 30 s of silence, so each run after a kill would hang that long
+    without a word. A live append's lock goes within milliseconds: it is waited for, up to DEAD_APPEND_LOCK_S.
+    Called under the study folder's lock, so two starting workers never both break it (one could remove the other's
+    fresh lock)."""
+    lock = Path(f"{path}.lock")  # JournalFileOpenLock's file: the journal's path and ".lock"
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age >= DEAD_APPEND_LOCK_S:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(FileNotFoundError):
+        lock.unlink()
+    logger.warning(f"{lock}: left {age:.0f} s ago by a journal write whose process was killed; removed")
 
 
 def check_journal(path: Path) -> None:
