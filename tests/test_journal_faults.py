@@ -167,6 +167,10 @@ def test_retrain_best_checks_its_split_first_and_a_rerun_reuses_the_retrain(data
     with pytest.raises(UsageError, match="--retrain-best needs explicit split ratios for mnist"):
         tune(mnist, "j", parse_space(SPACE, "t"), options(tmp_path / "m", 1, retrain_best=True))
     assert not (tmp_path / "m").exists()  # refused before the study (or any trial) exists
+    either = parse_space({**SPACE, "data.dataset": {"choices": ["digits", "mnist"]}}, "t")  # a dataset the space picks
+    with pytest.raises(UsageError, match="--retrain-best needs explicit split ratios for mnist"):
+        tune(base(data_root), "j", either, options(tmp_path / "m", 1, retrain_best=True))
+    assert not (tmp_path / "m").exists()
 
     folder = tmp_path / "r"
     first = tune(base(data_root), "j", parse_space(SPACE, "t"), options(folder, 1, retrain_best=True))

@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         if debug:
             raise
-        return _fail(describe_os_error(error, next((a for a in args if not a.startswith('-')), None)), 2,
-                     json_output)  # fmt: skip
+        named = next((a for a in args if a in getattr(command, "commands", {})), None)  # the command that ran
+        return _fail(describe_os_error(error, named), 2, json_output)
     except Exception as error:  # a bug: say so in one line unless asked for the traceback
         if debug:
             raise

@@ -38,6 +38,16 @@ logger = logging.getLogger(__name__)
 MAX_REJECTED_IN_A_ROW = 2000  # samples over budget (or repeated) before the space is declared (nearly) empty
 
 
+def _sampled_data(base: RunSpec, space: list[Param]) -> list[RunSpec]:
+    """The base with each value the space can give its data.dataset and data.split (the retrain's split depends on
+    them); the base alone when the space samples neither."""
+    specs = [base]
+    for param in space:
+        if param.name in ("data.dataset", "data.split") and param.kind == "categorical":
+            specs = [spec.with_values({param.name: choice}) for spec in specs for choice in param.choices]
+    return specs
+
+
 def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOptions, *,
          progress: Callable[[str], Any] | None = None) -> dict[str, Any]:  # fmt: skip
     """Run trials until the study holds --n-trials finished or running ones; returns the study's summary."""
@@ -47,8 +57,9 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
     from cnnbench.runs.kinds import run
 
     family_of(base.model_name)  # an unknown model is a usage error before the study exists, not a failed trial
-    if options.retrain_best:
-        merged_split(base)  # its usage is checked before the trials, not after them
+    if options.retrain_best:  # its usage is checked before the trials, not after them: for every dataset and split
+        for spec in _sampled_data(base, space):  # the space can sample
+            merged_split(spec)
     _check_space_fits_the_kind(space_name, space, base)
     for name, value in BUILTIN_BASE.get(space_name, {}).items():
         if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
