@@ -45,7 +45,7 @@ def cnnbench_run(prepared, args, seed: int, device) -> tuple[float, int]:
     model, spec = build_model(args.model, prepared.input_spec)
     config = TrainConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr, seed=seed,
                          device=device.type)  # fmt: skip
-    fmt = choose_format(model, spec, prepared, config, device, lambda m: None)
+    fmt = choose_format(model, spec, prepared, config, device)
     apply_threads(fmt)
     precision, channels_last = fmt.precision, fmt.channels_last
     trainer = build_trainer(model, prepared, config, device, precision=precision, channels_last=channels_last)

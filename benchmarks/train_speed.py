@@ -120,7 +120,7 @@ def measure_cnnbench(case: Case, device, window_batches: int) -> dict:
                         splits={"train": SplitData(labels=labels, images=images), "val": empty, "test": empty})
     config = TrainConfig(batch_size=case.batch_size, epochs=100, device=device.type, cache_features=False)
     model_spec = ModelSpec(name=case.model, input=spec, options={})  # the format probe's cache key
-    fmt = choose_format(model, model_spec, prepared, config, device, lambda m: None)
+    fmt = choose_format(model, model_spec, prepared, config, device)
     apply_threads(fmt)
     precision, channels_last = fmt.precision, fmt.channels_last
     trainer = build_trainer(model, prepared, config, device, precision=precision, channels_last=channels_last)

@@ -261,3 +261,45 @@ def test_a_worker_killed_in_the_middle_of_a_journal_append_loses_nothing_finishe
     assert scan(journal.read_bytes())[2] is None and len(list(folder.glob("study.journal.damaged-*"))) == 1
     # Optuna would wait 30 s in silence before breaking the dead append's lock; it is removed, and said so
     assert f"{journal}.lock: left" in again.stderr and "process was killed; removed" in again.stderr
+
+
+def test_a_retried_trial_continues_its_interrupted_run_from_the_last_checkpoint(data_root, tmp_path, monkeypatch):
+    """Ctrl-C in the middle of trial 1 (after its second of three epochs): the rerun's retry continues that run from
+    epoch 2 (no third run directory, each epoch trained once), the run records the trial it now belongs to, and
+    trial pruning sees the whole curve."""
+    import pandas as pd
+
+    from cnnbench.runs.rundir import RunDir
+    from cnnbench.search.trial_pruning import TrialPruning
+
+    real = TrialPruning.on_epoch_end
+
+    def stopped_in_trial_1(self, trainer, result):
+        real(self, trainer, result)
+        if self.trial.number == 1 and result.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrialPruning, "on_epoch_end", stopped_in_trial_1)
+    three_epochs = base(data_root).with_values({"train.epochs": 3})
+    folder = tmp_path / "j"
+    with pytest.raises(KeyboardInterrupt):
+        tune(three_epochs, "j", parse_space(SPACE, "t"), options(folder, 2))
+    monkeypatch.setattr(TrialPruning, "on_epoch_end", real)
+    summary = tune(three_epochs, "j", parse_space(SPACE, "t"), options(folder, 2))
+    assert summary["complete"] == 2
+    runs = sorted((folder / "trials").iterdir())
+    assert len(runs) == 2  # the retry trained no run of its own
+    continued = RunDir(runs[1])
+    assert [row["epoch"] for row in continued.metrics()] == [1, 2, 3]  # epochs 1-2 before, 3 after: none twice
+    assert continued.read_summary().status == "completed" and len(continued.read_config().resumed) == 1
+    record = continued.read_config().records["trial"]
+    assert (record["number"], record["continues_trial"]) == (2, 1)
+    table = pd.read_csv(folder / "trials.csv")
+    assert list(table["state"]) == ["complete", "fail", "complete"]
+    assert table["runs"].iloc[2] == table["runs"].iloc[1] and table["epochs"].iloc[2] == 3
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(folder / "study.journal")))
+    retry = optuna.load_study(study_name="j", storage=storage).trials[2]
+    assert sorted(retry.intermediate_values) == [1, 2, 3]  # the replayed epochs, then the resumed one

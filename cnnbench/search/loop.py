@@ -17,11 +17,12 @@ from typing import Any
 from optuna.trial import TrialState
 
 from cnnbench.core.logs import warnings_only
-from cnnbench.core.errors import CheckFailed, Terminated, UsageError
+from cnnbench.core.errors import CheckFailed, CnnbenchError, Terminated, UsageError
 from cnnbench.search.journal import recorded_run
 from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
 from cnnbench.search.retrain import merged_split, retrain_best
+from cnnbench.search.retries import hand_over, interrupted_run, replay_reports
 from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
 from cnnbench.search.storage import (
     counted,
@@ -177,9 +178,12 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         extra = {"trial": {"study": options.study, "number": trial.number, "repeat": repeat, "params": params}}
         label = f"trial {trial.number}" + (f".{repeat}" if options.repeats > 1 else "")
         reporter = TrialPruning(trial, report=repeat == 0)  # trial pruning follows the first seed's curve
+        stopped = interrupted_run(options.folder, options.study, trial.user_attrs.get("retry_of"), repeat, seeded)
         # the trial's run keeps its info lines to itself: the search logs one line per trial instead
         with (progress(label) if progress else contextlib.nullcontext()) as bar, warnings_only():
-            result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
+            result = _continue(stopped, trial, extra["trial"], reporter, bar) if stopped is not None else None
+            if result is None:
+                result = run(seeded, out=folder, progress=bar, callbacks=[reporter], extra=extra)
         runs.append(recorded_run(options.folder, result.run.path, database=bool(options.storage)))
         trial.set_user_attr("runs", runs)
         result.raise_if_interrupted()
@@ -198,6 +202,22 @@ def _run_trial(study, trial, spec: RunSpec, params: dict[str, Any], options: Tun
         raise UsageError("trials are scored by validation accuracy, but this data has no validation split; "
                          "give --split with a validation part")
     return value, status, runs
+
+
+def _continue(path, trial, record: dict[str, Any], reporter, bar):
+    """Resume the interrupted run at `path` as this retry's run (retries.py)."""
+    from cnnbench.runs.kinds import resume_run
+
+    hand_over(path, record)
+    if reporter.report:
+        replay_reports(trial, path)
+    logger.info(f"trial {trial.number} continues trial {trial.user_attrs.get('retry_of')}'s run {path.name} from "
+                f"its last checkpoint")  # fmt: skip
+    try:
+        return resume_run(path, progress=bar, callbacks=[reporter])
+    except CnnbenchError as error:  # refused before training (a damaged checkpoint; all epochs done, no summary)
+        logger.warning(f"trial {trial.number}: {path.name} cannot be continued ({error}); training it afresh")
+        return None
 
 
 def _fail_and_requeue(study, trial, why: str) -> None:
