@@ -31,6 +31,8 @@ def test_both_s1_models_are_members_of_the_family(arch, dropout, zoo):
     asdict(ArchChoice(stages=4, width=6, growth=1.5, kernel=5, padding="same", downsample="stride", dense=64,
                       dense_activation="relu", features="avg")),
     asdict(ArchChoice(stages=2, width=3, growth=1.0, kernel=3, padding="same", batchnorm=False, features="flatten")),
+    asdict(ArchChoice(stages=3, width=8, kernel=3, conv="separable", dense=0, features="avg")),
+    asdict(ArchChoice(stages=2, width=4, kernel=5, padding="same", downsample="stride", conv="separable")),
 ])  # fmt: skip
 @pytest.mark.parametrize("shape", [MNIST, InputSpec(channels=3, height=32, width=32, num_classes=100)])
 def test_the_closed_form_counts_equal_the_built_model(arch, shape):

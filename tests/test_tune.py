@@ -328,3 +328,34 @@ def test_a_pid_is_alive_while_its_process_runs_and_not_once_it_is_reaped():
     child.wait()
     assert not pid_alive(child.pid)
     assert 0 < process_started(os.getpid()) <= time.time()
+
+
+def test_every_point_of_the_joint_architecture_and_recipe_space_is_a_run_its_budget_check_counts_right():
+    """`--space arch-recipe` samples the model and its training recipe together: every sampled point must be a valid
+    run specification, and the closed-form budget that rejects it in microseconds must be the built model's."""
+    import optuna
+
+    from cnnbench.models import build_model
+    from cnnbench.models.accounting import count_macs, count_parameters
+    from cnnbench.models.budget import dataset_input
+    from cnnbench.search.space import BUILTIN_BASE, budget_of, trial_spec
+
+    name, space = load_space("arch-recipe")
+    sampled = {p.name for p in space}
+    assert {"train.lr", "train.schedule", "train.augment", "train.label_smoothing", "train.batch_size",
+            "model.arch.conv"} <= sampled  # fmt: skip
+    base = resolve({"data.size": 28}).with_values(BUILTIN_BASE[name])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    checked = 0
+    for _ in range(40):
+        trial = study.ask()
+        spec = trial_spec(base, {p.name: p.suggest(trial) for p in space})
+        counts = budget_of(spec)
+        if counts is None:  # the input too small for the sampled stages: rejected before building, as in a search
+            continue
+        shape = dataset_input(spec.data.dataset, size=spec.data.size, grayscale=spec.data.grayscale,
+                              classes=spec.data.classes)  # fmt: skip
+        model = build_model("arch", shape, arch=spec.model.arch.__dict__, dropout=spec.model.dropout or 0.0)[0]
+        assert counts == (count_parameters(model)["trainable"], count_macs(model, shape)), spec.model.arch
+        checked += 1
+    assert checked >= 20

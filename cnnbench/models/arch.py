@@ -42,8 +42,12 @@ def plan(spec: InputSpec, arch: dict[str, Any]) -> ArchPlan:
         if height < 1 or width < 1:
             raise UsageError(f"arch with {arch['stages']} stages and kernel {k} cannot take {spec.height}x{spec.width} "
                              f"inputs; use fewer stages, a smaller kernel, --arch-padding same or a larger --size")
-        params += k * k * cin * cout + cout
-        macs += height * width * k * k * cin * cout
+        if arch.get("conv", "plain") == "separable":  # depthwise kxk (with bias), then pointwise 1x1
+            params += k * k * cin + cin + cin * cout + cout
+            macs += height * width * (k * k * cin + cin * cout)
+        else:
+            params += k * k * cin * cout + cout
+            macs += height * width * k * k * cin * cout
         if arch["downsample"] == "pool":
             height, width = height // 2, width // 2
             if height < 1 or width < 1:
@@ -69,8 +73,11 @@ def arch_net(spec: InputSpec, *, arch: dict[str, Any], dropout: float = 0.0) -> 
     layers: list[nn.Module] = []
     cin = spec.channels
     for cout in shape.widths:
-        layers.append(nn.Conv2d(cin, cout, k, stride=2 if arch["downsample"] == "stride" else 1,
-                                padding=k // 2 if arch["padding"] == "same" else 0))  # fmt: skip
+        stride, pad = 2 if arch["downsample"] == "stride" else 1, k // 2 if arch["padding"] == "same" else 0
+        if arch.get("conv", "plain") == "separable":  # MobileNet's: a kxk filter per channel, then 1x1 across them
+            layers += [nn.Conv2d(cin, cin, k, stride=stride, padding=pad, groups=cin), nn.Conv2d(cin, cout, 1)]
+        else:
+            layers.append(nn.Conv2d(cin, cout, k, stride=stride, padding=pad))
         if arch["downsample"] == "pool":
             layers.append(nn.MaxPool2d(2))  # before the ReLU: the same function, a quarter of the ReLU work
         layers.append(nn.ReLU())

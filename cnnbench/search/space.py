@@ -171,11 +171,25 @@ BUILTIN_SPACES: dict[str, dict[str, Any]] = {
         "model.dropout": {"float": [0.0, 0.5], "step": 0.1},
     },
 }
+# The architecture and the training recipe together (issue 20): a tiny model's accuracy depends on its learning rate,
+# schedule, augmentation and batch as much as on its shape, and the seeds' hand designs were tuned with theirs.
+# Separable convolutions (MobileNet's) buy width within a parameter budget. The augmentation is digits-safe (small
+# shifts and rotations; no flips, which turn digits into other digits).
+BUILTIN_SPACES["arch-recipe"] = {
+    **BUILTIN_SPACES["arch"],
+    "model.arch.conv": {"choices": ["plain", "separable"]},
+    "train.lr": {"float": [3e-4, 1e-2], "log": True},
+    "train.schedule": {"choices": ["constant", "cosine", "onecycle"]},
+    "train.augment": {"choices": ["none", "translate=0.1", "translate=0.1,rotate=10"]},
+    "train.label_smoothing": {"choices": [0.0, 0.1]},
+    "train.batch_size": {"choices": [32, 64, 128, 256]},
+}
 # What each built-in space sets besides its ranges (the arch spaces train the `arch` model; s4 its seed's shape).
 BUILTIN_BASE: dict[str, dict[str, Any]] = {
     "s4": {"model.name": "arch", "model.arch.stages": 3, "model.arch.padding": "same", "model.arch.downsample": "pool",
            "model.arch.batchnorm": False, "model.arch.dense_activation": "relu", "model.arch.growth": 2.0},
     "arch": {"model.name": "arch"},
+    "arch-recipe": {"model.name": "arch"},
 }
 
 

@@ -50,7 +50,7 @@ class HeadChoice:
 class ArchChoice:
     """The `arch` model family: a plain scratch CNN described by a few numbers, what `tune --space arch` searches.
 
-    Per stage: Conv kxk (stride 2 when downsample = stride) -> MaxPool 2 (when downsample = pool) -> ReLU ->
+    Per stage: Conv kxk (or depthwise kxk then pointwise 1x1, when conv = separable; stride 2 when downsample = stride) -> MaxPool 2 (when downsample = pool) -> ReLU ->
     BatchNorm (when batchnorm); widths width, width x growth, ...; then flatten (or global average pooling), dropout
     (`model.dropout`), an optional hidden dense layer and the output layer. Both S1 models are members: mnist-722 is
     stages 3, width 2, downsample stride, no BatchNorm, dense 0; mnist-7498 is stages 3, width 8, downsample pool,
@@ -66,6 +66,7 @@ class ArchChoice:
     dense: int = 32  # units of the hidden dense layer; 0: none
     dense_activation: str = "linear"  # linear | relu
     features: str = "flatten"  # flatten | avg (global average pooling)
+    conv: str = "plain"  # plain | separable (depthwise kxk, then pointwise 1x1: MobileNet's, far fewer parameters)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -298,7 +299,8 @@ def validate(spec: RunSpec) -> RunSpec:
     a = m.arch
     for name, value, allowed in (("padding", a.padding, ("valid", "same")), ("downsample", a.downsample,
                                  ("pool", "stride")), ("dense-activation", a.dense_activation, ("linear", "relu")),
-                                 ("features", a.features, ("flatten", "avg"))):  # fmt: skip
+                                 ("features", a.features, ("flatten", "avg")), ("conv", a.conv,
+                                 ("plain", "separable"))):  # fmt: skip
         if value not in allowed:
             raise UsageError(f"bad --arch-{name} {value!r}: choose from {', '.join(allowed)}")
     if not (1 <= a.stages <= 8 and a.width >= 1 and a.growth > 0 and a.kernel >= 1 and a.dense >= 0):
@@ -386,6 +388,8 @@ OPTIONS: tuple[Option, ...] = (
            ("train", "tune")),
     Option("model.arch.features", ("--arch-features",), "--model arch: flatten | avg (global average pooling).",
            _ARCH, ("train", "tune")),
+    Option("model.arch.conv", ("--arch-conv",), "--model arch: plain | separable (depthwise, then 1x1).", _ARCH,
+           ("train", "tune")),
     Option("model.weights", ("--weights",), "imagenet | none | PATH (a state dict) | run:RUN_DIR", _TRANSFER,
            ("finetune", "tune"), default="imagenet"),
     Option("model.head.kind", ("--head",), "linear | extended | mlp:W1,W2,...", _TRANSFER, ("finetune", "tune"),
