@@ -62,3 +62,14 @@ def test_every_benchmark_script_answers_help(script):
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
                           timeout=120, cwd=BENCHMARKS.parent)  # fmt: skip
     assert done.returncode == 0 and "usage" in done.stdout, done.stderr[-2000:]
+
+
+@pytest.mark.slow  # two searches and four runs in a subprocess, about 30 s
+def test_the_search_benchmark_runs_its_smoke_scale(tmp_path):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "tune_bench.py"), "--smoke", "--part", "arch", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = (tmp_path / "tune_bench_arch.md").read_text()
+    assert "| 722 | mnist-722 |" in table and "| 7,500 | mnist-7498 |" in table
