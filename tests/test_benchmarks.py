@@ -55,8 +55,9 @@ def test_finetune_cache_measures_a_cached_frozen_backbone():
     assert result["cached"] and result["epoch_s"] > 0
 
 
-@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARKS.glob("*.py")))
-def test_every_benchmark_script_answers_help(script):
+@pytest.mark.parametrize("script", ["against_keras.py", "engine_ab.py", "precision_accuracy.py"])
+def test_the_scripts_not_run_above_answer_help(script):
+    """Each spawns processes or trains for minutes; their arguments and imports are checked here."""
     import subprocess
 
     done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"], capture_output=True, text=True,
@@ -64,12 +65,12 @@ def test_every_benchmark_script_answers_help(script):
     assert done.returncode == 0 and "usage" in done.stdout, done.stderr[-2000:]
 
 
-@pytest.mark.slow  # two searches and four runs in a subprocess, about 30 s
-def test_the_search_benchmark_runs_its_smoke_scale(tmp_path):
-    import subprocess
+@pytest.mark.slow  # a search and two trainings, about 10 s
+def test_the_search_benchmark_compares_a_search_with_the_hand_design(data_root, tmp_path, monkeypatch):
+    import tune_bench
 
-    done = subprocess.run([sys.executable, str(BENCHMARKS / "tune_bench.py"), "--smoke", "--part", "arch", "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    table = (tmp_path / "tune_bench_arch.md").read_text()
-    assert "| 722 | mnist-722 |" in table and "| 7,500 | mnist-7498 |" in table
+    monkeypatch.setattr(tune_bench, "SEEDS_MODELS", {722: "mnist-722"})  # one budget makes the point
+    lines = tune_bench.architecture_search(data_root, tmp_path, "arch-recipe", trials=1, epochs=1, final_epochs=1,
+                                           seeds=1)  # fmt: skip
+    assert any(line.startswith("| 722 | arch-recipe (best of 1 trials) |") for line in lines)
+    assert any(line.startswith("| 722 | mnist-722 | 722 |") for line in lines)
