@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast bench bench-keras clean studies studies-check s1 s2 s3 s4 s5
+.PHONY: install run test test-fast bench bench-keras bench-keras-quick clean studies studies-check s1 s2 s3 s4 s5
 
 install: $(STAMP)
 
@@ -55,6 +55,9 @@ bench: $(STAMP)
 KERAS_PYTHON ?= keras-env/bin/python
 bench-keras: $(STAMP)
 	$(BIN)/python benchmarks/against_keras.py --keras-python $(KERAS_PYTHON)
+
+bench-keras-quick: $(STAMP)
+	$(BIN)/python benchmarks/against_keras.py --keras-python $(KERAS_PYTHON) --quick
 
 clean:
 	rm -rf $(VENV) results/studies results/studies-check results/runs results/report.csv results/report.md

@@ -1,6 +1,7 @@
 """cnnbench against Keras on the same CPU, measured in alternation so that both see the same machine.
 
     make bench-keras KERAS_PYTHON=keras-env/bin/python            # every seed scratch model, 3 pairs each
+    make bench-keras-quick KERAS_PYTHON=keras-env/bin/python      # mnist-722, mnist-7498, cifar-simple, 2 pairs
     .venv/bin/python benchmarks/against_keras.py --keras-python keras-env/bin/python --cases mnist-7498 --repeats 5
 
 The Keras side is `../shared/bench/keras_peer.py` (`--peer` moves it), run with a Python that has `tensorflow-cpu`
@@ -26,6 +27,7 @@ from pathlib import Path
 from train_speed import CASES, ROOT, measure_in_process, write_csv
 
 KERAS_MODELS = ["mnist-722", "mnist-7498", "cifar-simple", "cifar-basic", "catsdogs-base", "catsdogs-deep"]
+QUICK = ["mnist-722", "mnist-7498", "cifar-simple"]  # the S1 models and the smallest CIFAR one: minutes, not an hour
 
 
 def measure_keras(python: Path, peer: Path, model: str) -> dict:
@@ -40,10 +42,13 @@ def main() -> None:
     parser.add_argument("--keras-python", type=Path, required=True, help="a Python with tensorflow-cpu installed")
     parser.add_argument("--peer", type=Path, default=ROOT.parent / "shared" / "bench" / "keras_peer.py")
     parser.add_argument("--cases", default=",".join(KERAS_MODELS), help=f"comma-separated, from: {', '.join(KERAS_MODELS)}")
-    parser.add_argument("--repeats", type=int, default=3, help="pairs of measurements per model")
+    parser.add_argument("--repeats", type=int, default=None, help="pairs of measurements per model (3; --quick: 2)")
+    parser.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, two pairs each (3 "
+                        "minutes on a slow 2-core day, against 10.5 for the four small models with three pairs)")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
-    names = [c.strip() for c in args.cases.split(",") if c.strip()]
+    names = list(QUICK) if args.quick else [c.strip() for c in args.cases.split(",") if c.strip()]
+    args.repeats = args.repeats if args.repeats is not None else 2 if args.quick else 3
     unknown = [c for c in names if c not in KERAS_MODELS]
     if unknown:
         parser.error(f"unknown case(s) {', '.join(unknown)}; choose from {', '.join(KERAS_MODELS)}")
