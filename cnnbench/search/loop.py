@@ -208,7 +208,7 @@ def _continue(path, trial, record: dict[str, Any], reporter, bar):
     """Resume the interrupted run at `path` as this retry's run (retries.py)."""
     from cnnbench.runs.kinds import resume_run
 
-    hand_over(path, record)
+    before = hand_over(path, {**record, "continues_trial": trial.user_attrs.get("retry_of")})
     if reporter.report:
         replay_reports(trial, path)
     logger.info(f"trial {trial.number} continues trial {trial.user_attrs.get('retry_of')}'s run {path.name} from "
@@ -216,6 +216,7 @@ def _continue(path, trial, record: dict[str, Any], reporter, bar):
     try:
         return resume_run(path, progress=bar, callbacks=[reporter])
     except CnnbenchError as error:  # refused before training (a damaged checkpoint; all epochs done, no summary)
+        hand_over(path, before)  # still the interrupted trial's run: a rebuild must not count it for this one
         logger.warning(f"trial {trial.number}: {path.name} cannot be continued ({error}); training it afresh")
         return None
 

@@ -45,14 +45,15 @@ def interrupted_run(folder: Path, study: str, retry_of: int | None, repeat: int,
     return None
 
 
-def hand_over(path: Path, record: dict) -> None:
-    """Record in the run's config.json that it now belongs to the retry (`record`: the trial section a new run of
-    the retry would have), keeping the number it was started under."""
+def hand_over(path: Path, record: dict) -> dict:
+    """Make `record` the run's config.json trial section (for a retry: the section a new run of it would have, with
+    `continues_trial`); returns the section it replaced, so that a failed hand-over can be undone."""
     run = RunDir(path)
     config = run.read_config()
     before = config.records.get("trial") or {}
-    config.records["trial"] = {**record, "continues_trial": before.get("number")}
+    config.records["trial"] = record
     run.write_config(config)
+    return before
 
 
 def replay_reports(trial, path: Path) -> int:
