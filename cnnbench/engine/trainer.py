@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnbench.core.errors import UsageError
+from cnnbench.core.signals import signals_held
 from cnnbench.data.augment import parse_augment
 from cnnbench.data.prepare import Prepared
 from cnnbench.engine.batches import Preprocess, make_batches
@@ -162,29 +163,38 @@ class Trainer:
                 progress.start_epoch(self.epoch + 1, c.epochs, len(self.train_batches))  # same count once cached
             train_loss, train_acc, seconds, lr = self.train_epoch(progress)
             val_loss, val_acc = self.evaluate(self.val_batches)
-            self.epoch += 1
-            diverged = not math.isfinite(train_loss) or (self.has_validation and not math.isfinite(val_loss))
-            if diverged:
-                improved, stop = False, True
-            else:
-                self.schedule.end_epoch(val_loss)
-                improved, stop = self.early.update(self.epoch, val_loss if c.monitor == "val_loss" else val_acc)
-            result = EpochResult(epoch=self.epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
-                                 val_loss=val_loss, val_acc=val_acc, seconds=seconds,
-                                 images_per_s=self.train_batches.num_images / max(seconds, 1e-9),
-                                 improved=improved, stop=stop)  # fmt: skip
-            if progress is not None:
-                progress.end_epoch(result)
-            self.gather_rank_rng()  # before rank 0's on_epoch_end writes the checkpoint
-            for callback in self.callbacks:
-                callback.on_epoch_end(self, result)
+            with signals_held():  # the epoch counted and its records written as one unit: Ctrl-C waits for both
+                result, diverged = self._end_epoch(train_loss, train_acc, val_loss, val_acc, seconds, lr, progress)
             if diverged:
                 loss = train_loss if not math.isfinite(train_loss) else val_loss
                 which = "training" if not math.isfinite(train_loss) else "validation"
                 raise StopRun("diverged", f"the {which} loss became {loss} in epoch {self.epoch} at lr {lr:.3g}; "
                                           f"try a lower --lr (or --clip-grad, or a warmup with --warmup-epochs)")
-            if stop:
+            if result.stop:
                 break
+
+    def _end_epoch(self, train_loss: float, train_acc: float, val_loss: float, val_acc: float, seconds: float,
+                   lr: float, progress: Progress | None) -> tuple[EpochResult, bool]:
+        """Count the epoch, step the schedule and early stopping, and hand the result to the callbacks (the run
+        directory's writer first); whether a loss stopped being finite."""
+        c = self.config
+        self.epoch += 1
+        diverged = not math.isfinite(train_loss) or (self.has_validation and not math.isfinite(val_loss))
+        if diverged:
+            improved, stop = False, True
+        else:
+            self.schedule.end_epoch(val_loss)
+            improved, stop = self.early.update(self.epoch, val_loss if c.monitor == "val_loss" else val_acc)
+        result = EpochResult(epoch=self.epoch, lr=lr, train_loss=train_loss, train_acc=train_acc,
+                             val_loss=val_loss, val_acc=val_acc, seconds=seconds,
+                             images_per_s=self.train_batches.num_images / max(seconds, 1e-9),
+                             improved=improved, stop=stop)  # fmt: skip
+        if progress is not None:
+            progress.end_epoch(result)
+        self.gather_rank_rng()  # before rank 0's on_epoch_end writes the checkpoint
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, result)
+        return result, diverged
 
     # --- state, for exact resume ---
 
