@@ -19,11 +19,13 @@ run: $(STAMP)
 	$(BIN)/cnnbench study demo
 
 # The five seed studies, one recipe each (cnnbench/studies/sN.toml). SCALE=smoke (default): offline stand-in data, a
-# few minutes each on a 2-core CPU; SCALE=full: the real data, the seed's epochs, pretrained weights. SEEDS=N repeats
+# few minutes each on a 2-core CPU; SCALE=full: the real data, the seed's epochs, pretrained weights. PLAN=1: what it
+# would run and an estimate of the time on this machine, nothing trained. SEEDS=N repeats
 # every run over N seeds. A second `make sN` runs only what is not done yet. Reports: results/studies/sN/report.md.
 SCALE ?= smoke
 SEEDS ?=
-STUDY_FLAGS = --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS))
+PLAN ?=
+STUDY_FLAGS = --scale $(SCALE) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(PLAN),--plan)
 s1 s2 s3 s4 s5: $(STAMP)
 	$(BIN)/cnnbench study $@ $(STUDY_FLAGS)
 

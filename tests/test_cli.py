@@ -23,7 +23,7 @@ def test_datasets_lists_every_dataset_with_where_its_files_go(cli, tmp_path):
     result = cli("datasets", "--root", tmp_path, "--json")
     assert result.code == 0
     rows = {row["name"]: row for row in result.json()["datasets"]}
-    assert set(rows) == {"digits", "mnist", "cifar10", "cifar100", "flowers102", "catsdogs", "pets", "shapes", "shapes-small"}
+    assert set(rows) == {"digits", "mnist", "cifar10", "cifar100", "flowers102", "catsdogs", "pets", "shapes", "shapes-small", "shapes-other"}
     assert rows["mnist"]["files"] == str(tmp_path / "MNIST/raw/")
     assert rows["mnist"]["present"] is False and rows["digits"]["present"] is True
     assert rows["cifar100"]["classes"] == 100 and rows["cifar100"]["shape"] == [3, 32, 32]

@@ -337,7 +337,7 @@ def test_datasets_says_present_only_when_the_files_are_complete(cli, tmp_path):
     present = _present(cli, tmp_path)
     assert present == {"digits": True, "mnist": False, "cifar10": False, "cifar100": False, "flowers102": False,
                        "catsdogs": False, "pets": False, "shapes": True,
-                       "shapes-small": True}  # fmt: skip
+                       "shapes-small": True, "shapes-other": True}  # fmt: skip
     row = next(r for r in cli("datasets", "--root", tmp_path, "--json").json()["datasets"] if r["name"] == "mnist")
     assert row["missing"] == ["t10k-labels-idx1-ubyte"]
     assert "incomplete" in cli("datasets", "--root", tmp_path).out

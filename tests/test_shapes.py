@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnnbench.data.datasets.shapes import SHAPES, generate_shapes, register
+from cnnbench.data.datasets.shapes import OTHER_SHAPES, SHAPES, generate_shapes, register
 
 
 def test_the_same_seed_gives_the_same_images_and_another_seed_others():
@@ -60,3 +60,16 @@ def test_shapes_is_registered_and_prepared_like_any_dataset(tmp_path, monkeypatc
     assert sum(counts.values()) == total and counts["train"] == round(0.7 * total)
     assert tuple(prepared.splits["train"].images.shape[1:]) == (3, 8, 8)
     assert np.bincount(prepared.splits["test"].labels.numpy()).tolist() == [counts["test"] // 3] * 3
+
+
+def test_shapes_other_is_another_task_a_backbone_can_be_pretrained_on(tmp_path):
+    from cnnbench.data.catalog import get_dataset
+    from cnnbench.data.prepare import PrepareOptions, load_or_prepare
+
+    # The smoke studies' stand-in for ImageNet: its classes are none of the target's, and its images are its own draw.
+    other = load_or_prepare(PrepareOptions(dataset="shapes-other", root=tmp_path, size=16))
+    small = load_or_prepare(PrepareOptions(dataset="shapes-small", root=tmp_path, size=16))
+    assert sorted(other.classes) == sorted(OTHER_SHAPES) and not set(other.classes) & set(small.classes)
+    assert get_dataset("shapes-other").images == 6000 and get_dataset("shapes-small").images == 2000
+    images, labels = generate_shapes(4, size=16, seed=1, kinds=OTHER_SHAPES)
+    assert np.bincount(labels).tolist() == [4] * len(OTHER_SHAPES) and (images.astype(float).std(axis=(1, 2, 3)) > 5).all()

@@ -26,7 +26,7 @@ def test_the_five_studies_have_recipes_that_load_at_both_scales():
             assert rows and recipe.data_note
             if scale == "smoke":
                 datasets = {v.values.get("data.dataset") for v in rows.values()}
-                assert datasets <= {"digits", "shapes-small"}, (name, datasets)  # offline stand-ins only
+                assert datasets <= {"digits", "shapes-small", "shapes-other"}, (name, datasets)  # offline stand-ins only
     for name, (row, column, figure) in ORIGINALS.items():
         rows = {v.label: v for step in load_recipe(name, "full").steps for v in step.variants()}
         assert rows[row].original[column] == figure, name
@@ -70,6 +70,10 @@ def test_s1_runs_end_to_end_reports_the_originals_and_runs_nothing_twice(cli, da
     assert seed_model["test_accuracy"]["n"] == 2 and seed_model["test_accuracy (original)"] == 0.96
     csv_lines = (out / "report.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 12  # one line per run
+
+    plan = cli("study", "s1", *args[2:], "--plan").json()  # the same options: every run is there already
+    assert {row["state"] for row in plan["rows"] if row["kind"] != "tune"} == {"done"}
+    assert plan["estimate_seconds"] == sum(r["seconds"] or 0 for r in plan["rows"] if r["kind"] == "tune")
 
     again = cli(*args).json()
     assert (again["ran"], again["resumed"], again["kept"]) == (0, 0, 12)
@@ -145,3 +149,72 @@ def test_every_sweep_point_has_its_own_folder():
         for step in load_recipe(name, "full").steps:
             folders = [_slug(v, step) for v in step.variants()]
             assert len(set(folders)) == len(folders), (name, step.name, folders)
+
+
+def test_a_plan_lists_every_run_with_an_estimate_and_trains_nothing(cli, tmp_path):
+    out = tmp_path / "s4"
+    done = cli("study", "s4", "--plan", "--epochs", "1", "--out", out, "--json")
+    assert done.code == 0, done.err
+    plan = done.json()
+    rows = {row["row"]: row for row in plan["rows"]}
+    # the smoke chain's own pretraining, the transfer that starts from it, the search, the 2x2x2 data sweep
+    assert rows["pretrain vgg16"]["data"] == "shapes-other 32px" and rows["vgg16 frozen"]["state"] == "to run"
+    assert sum(r["row"].startswith("base (") for r in plan["rows"]) == 8 and "search best: the search" in rows
+    assert all(r["images_per_s"] > 0 and r["seconds"] > 0 for r in plan["rows"]), plan["rows"]
+    assert plan["estimate_seconds"] > 0 and not plan["missing"]
+    assert rows["catsdogs-base"]["train_images"] == 320  # 400 images of two classes, 80% for training
+    assert not out.exists(), "a plan writes nothing"
+
+
+def test_a_full_scale_plan_names_what_is_missing_before_anything_is_fetched(cli, tmp_path):
+    done = cli("study", "s4", "--plan", "--scale", "full", "--root", tmp_path / "empty", "--epochs", "1",
+               "--set", "data.size=32", "--out", tmp_path / "s4")  # fmt: skip
+    assert done.code == 0, done.err
+    assert "catsdogs under" in done.out and "missing (its files go in" in done.out
+    assert "vgg16" in done.out and not (tmp_path / "empty").exists()
+
+
+@pytest.mark.parametrize("flags, named", [(("demo", "--plan"), "--plan"), (("s1", "--plan", "--scale", "big"), "--scale"),
+                                          (("s1", "--plan", "--trials", "0"), "--trials"),
+                                          (("s1", "--plan", "--set", "model.nope=1"), "model.nope")])
+def test_bad_plan_options_are_usage_errors(cli, tmp_path, flags, named):
+    done = cli("study", *flags, "--out", tmp_path / "out")
+    assert done.code == 2 and named in done.err and "Traceback" not in done.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_pruning_tables_parent_row_gets_what_the_prune_step_measured_it_at(tmp_path):
+    from cnnbench.studies.recipes import Row
+    from cnnbench.studies.report import _add_parent_measurements
+
+    step = next(s for s in load_recipe("s3", "smoke").steps if s.prune)
+    child, parent = tmp_path / "prune" / "child-run", tmp_path / "whole" / "parent-run"
+    (child.parent / "report").mkdir(parents=True)
+    (child.parent / "report" / "prune_report.csv").write_text(
+        "run,role,nonzero_params,sparsity,checkpoint_gzip_bytes,latency_ms_b1,latency_ms_b64,path\n"
+        f"parent-run,parent,11181642,0.0,41000000,3.5,60.2,{parent}\n"
+        f"child-run,pruned,10800000,0.034,39000000,3.4,59.9,{child}\n")  # fmt: skip
+    records = {parent.resolve(): {"nonzero_params": None, "latency_ms_b1": None},
+               child.resolve(): {"nonzero_params": 10800000, "latency_ms_b1": 3.4}}  # fmt: skip
+    _add_parent_measurements([Row(step.variants()[0], 0, child)], records)
+    assert records[parent.resolve()]["nonzero_params"] == 11181642 and records[parent.resolve()]["latency_ms_b1"] == 3.5
+    assert records[parent.resolve()]["checkpoint_gzip_bytes"] == 41000000
+    assert records[child.resolve()]["nonzero_params"] == 10800000, "a child keeps its own prune.json figures"
+
+
+@pytest.mark.parametrize("best, holds", [({"frozen": 0.4, "last two Fire modules": 0.5, "all unfrozen": 0.7}, True),
+                                         ({"frozen": 0.4, "last two Fire modules": 0.7, "all unfrozen": 0.5}, False)])
+def test_the_report_says_whether_the_seeds_ordering_holds_in_ours(best, holds):
+    from cnnbench.studies.report import _findings
+
+    recipe = load_recipe("s5", "smoke")
+    table = next(t for t in recipe.tables if t["name"] == "grid")
+    variants = [v for s in recipe.steps if "grid" in s.tables for v in s.variants()]
+    # each regime's best row carries the figure; its other rows are lower
+    rows = [{"test_accuracy": {"mean": best[v.step.name] - (0 if v.values["train.epochs"] == 6 else 0.3)}}
+            for v in variants]  # fmt: skip
+    (finding,) = _findings(table, variants, rows)
+    assert finding["holds"] is holds
+    assert "frozen < last two Fire modules < all unfrozen (each at its best row)" in finding["text"]
+    expected = "**the same order**" if holds else "all unfrozen (0.5) is below last two Fire modules (0.7)"
+    assert expected in finding["text"], finding["text"]

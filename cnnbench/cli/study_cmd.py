@@ -27,11 +27,15 @@ def study(
     set_values: Annotated[list[str] | None, typer.Option("--set", metavar="NAME=VALUE", help="Recipe studies: a dotted run-spec "
                                                          "name set on every run (repeatable), e.g. train.device=cuda.",
                                                          show_default=False)] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Recipe studies: print the runs, searches and prunings it "
+                                       "would do, the data and weights files it needs (and which are missing) and an "
+                                       "estimate of the time on this machine; nothing is trained.")] = False,
     quiet: QuietFlag = False,
     json_output: JsonFlag = False,
     **options: Any,  # --root (cnnbench/spec/run.py OPTIONS)
 ) -> None:
-    """Run a named study end to end (train, evaluate, report) and print its table."""
+    """Run a named study end to end (train, evaluate, report) and print its table; --plan says what it would run and
+    for how long first."""
     from cnnbench.studies.catalog import STUDIES
     from cnnbench.studies.context import StudyContext
 
@@ -56,6 +60,9 @@ def study(
     context = StudyContext(out=out or Path("results/studies") / name, root=root, epochs=epochs,
                            progress=lambda label: progress_display(quiet, label=label), scale=scale, seeds=seeds,
                            trials=trials, overrides=_assignments(set_values or []))  # fmt: skip
+    if plan:
+        _print_plan(name, context, json_output)
+        return
     result = entry.run(context)
     if json_output:
         emit_json({"study": name, **{k: v for k, v in result.items() if k != "table"}})
@@ -64,6 +71,20 @@ def study(
     console.print(result["table"], markup=False)
     console.print(f"\n{len(result['runs'])} runs in {context.out / 'runs'}; report: {result['files']['markdown']}",
                   markup=False)  # fmt: skip
+
+
+def _print_plan(name: str, context: Any, json_output: bool) -> None:
+    from cnnbench.studies.plan import format_plan, plan_recipe
+    from cnnbench.studies.recipes import load_recipe, recipe_names
+
+    if name not in recipe_names():
+        raise typer.BadParameter(f"{name!r} is not a recipe study; --plan applies to {', '.join(recipe_names())}",
+                                 param_hint="--plan")  # fmt: skip
+    result = plan_recipe(load_recipe(name, context.scale), context, seeds=context.seeds, trials=context.trials)
+    if json_output:
+        emit_json(result.to_dict())
+    else:
+        stdout().print(format_plan(result), markup=False, soft_wrap=True)
 
 
 def _assignments(items: list[str]) -> dict:

@@ -368,6 +368,19 @@ def _images_per_s(workload: _Workload, precision: str, channels_last: bool) -> f
     return round(steps * workload.batch_size / seconds, 1)
 
 
+def training_speed(model: nn.Module, shape: tuple[int, int, int], batch_size: int, *, seconds: float = 0.5) -> float:
+    """Images per second of fp32 training steps on a synthetic batch, timed for `seconds` after one warm-up step: the
+    quick figure a plan's estimate uses where the probe has measured nothing (not the probe's choice of format)."""
+    step, optimizer = _Workload(model, shape, batch_size).step("fp32", False)
+    steps, start = 0, time.perf_counter()
+    while steps < 1 or time.perf_counter() - start < seconds:
+        step()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    optimizer.zero_grad(set_to_none=True)
+    return steps * batch_size / elapsed
+
+
 def _cpu_times() -> tuple[float, float, float] | None:
     """(seconds the usable cores have been busy, per /proc/stat; this process's CPU seconds; the wall clock), or None
     where /proc/stat is missing (macOS, Windows): then only the timings' spread can say the machine was busy."""

@@ -39,7 +39,7 @@ BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 for _name in ("resnet18", "resnet34", "resnet50"):
     BACKBONES.register(_name, BackboneEntry(name=_name, body=("conv1", "bn1", "relu", "maxpool", "layer1", "layer2",
                                                               "layer3", "layer4")))  # fmt: skip
-for _name in ("vgg16", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1",
+for _name in ("vgg16", "vgg16_bn", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "squeezenet1_0", "squeezenet1_1",
               "efficientnet_b0", "efficientnet_b3"):  # fmt: skip
     BACKBONES.register(_name, BackboneEntry(name=_name, body=("features",)))
 BACKBONES.register("densenet121", BackboneEntry(name="densenet121", body=("features", "relu")))

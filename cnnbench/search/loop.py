@@ -23,7 +23,7 @@ from cnnbench.search.options import TuneOptions, validate_options
 from cnnbench.search.outputs import trial_line, write_outputs
 from cnnbench.search.retrain import merged_split, retrain_best
 from cnnbench.search.retries import hand_over, interrupted_run, replay_reports
-from cnnbench.search.space import BUILTIN_BASE, Param, budget_of, trial_spec
+from cnnbench.search.space import Param, budget_of, trial_spec, with_space_base
 from cnnbench.search.storage import (
     counted,
     grid_exhausted,
@@ -62,9 +62,7 @@ def tune(base: RunSpec, space_name: str, space: list[Param], options: TuneOption
         for spec in _sampled_data(base, space):  # the space can sample
             merged_split(spec)
     _check_space_fits_the_kind(space_name, space, base)
-    for name, value in BUILTIN_BASE.get(space_name, {}).items():
-        if base.get(name) == RunSpec().get(name):  # the space's own setting, unless the user chose otherwise
-            base = base.with_values({name: value})
+    base = with_space_base(base, space_name)
     study = open_study(options, space, _longest_trial(base, space))
     with study_lock(options, study):  # another worker between ask() and naming itself on the trial looks dead
         recover_dead_trials(study)

@@ -193,6 +193,15 @@ BUILTIN_BASE: dict[str, dict[str, Any]] = {
 }
 
 
+def with_space_base(base: RunSpec, space_name: str) -> RunSpec:
+    """The base a built-in space's trials start from: its own settings (BUILTIN_BASE), unless the user chose
+    otherwise (a value that differs from the default)."""
+    for name, value in BUILTIN_BASE.get(space_name, {}).items():
+        if base.get(name) == RunSpec().get(name):
+            base = base.with_values({name: value})
+    return base
+
+
 def trial_spec(base: RunSpec, params: dict[str, Any]) -> RunSpec:
     """The run specification a trial trains: the base with the sampled values set."""
     return base.with_values(params, origin="the search space")

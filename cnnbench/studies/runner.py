@@ -46,7 +46,7 @@ def run_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = Non
             first_refs = {name: path for (name, s), path in made.items() if s == 0}
             best_of_search = _search(recipe, step, variant, context, trials, tally, first_refs) if step.tune else None
             for seed in range(seeds):
-                folder = context.out / "runs" / _folder_name(step.name) / f"{_slug(variant, step)}-s{seed}"
+                folder = run_folder(context, step, variant, seed)
                 if step.prune:
                     path = _prune(step, made[(step.prune["parent"], seed)], folder, context, tally)
                 else:
@@ -61,6 +61,11 @@ def run_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = Non
                 rows.append(Row(variant, seed, path))
     return write_study_report(recipe, context, rows, seeds=seeds, trials=trials, tally=tally,
                               seconds=time.perf_counter() - started)  # fmt: skip
+
+
+def run_folder(context: StudyContext, step: Step, variant: Variant, seed: int) -> Path:
+    """Where a row's run for one seed lives: runs/STEP/POINT-sSEED/."""
+    return context.out / "runs" / _folder_name(step.name) / f"{_slug(variant, step)}-s{seed}"
 
 
 def _overrides(context: StudyContext) -> dict[str, Any]:
@@ -80,9 +85,10 @@ def _folder_name(text: str) -> str:
     return slug(text.replace("<=", "le"))
 
 
-def _ensure_run(spec: RunSpec, folder: Path, context: StudyContext, tally: Tally, *, label: str) -> Path:
-    """The folder's completed run of exactly this specification, resuming an interrupted one, else a new run."""
-    wanted = _identity(spec)
+def existing_runs(spec: RunSpec, folder: Path) -> list[tuple[RunDir, str]]:
+    """The runs in `folder` of exactly this specification with their status, newest first (damaged ones passed over):
+    what a study keeps (completed, diverged) or resumes (interrupted, incomplete)."""
+    wanted, found = _identity(spec), []
     for path in sorted(folder.glob("*/config.json"), reverse=True):  # newest first
         run_dir = RunDir(path.parent)
         try:
@@ -90,9 +96,15 @@ def _ensure_run(spec: RunSpec, folder: Path, context: StudyContext, tally: Tally
             same = config.records.get("recipe_identity", _identity(config.run_spec())) == wanted
         except DamagedRun:
             continue
-        if not same:
-            continue
-        status = run_dir.status()
+        if same:
+            found.append((run_dir, run_dir.status()))
+    return found
+
+
+def _ensure_run(spec: RunSpec, folder: Path, context: StudyContext, tally: Tally, *, label: str) -> Path:
+    """The folder's completed run of exactly this specification, resuming an interrupted one, else a new run."""
+    wanted = _identity(spec)
+    for run_dir, status in existing_runs(spec, folder):
         if status in FINAL:
             tally.kept += 1
             return _completed_path(run_dir.path, status, tally)

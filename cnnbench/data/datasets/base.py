@@ -81,6 +81,7 @@ class DatasetEntry:
     download: bool  # whether `--download` can fetch it
     photos: bool  # decoded from image files (a file index when too large for memory) rather than stored arrays
     reader: Callable[[DatasetEntry, ReadOptions], RawDataset]
+    test_images: int = 0  # how many of `images` the source's own test part holds (a study's --plan counts with it)
     takes_source: bool = False  # also reads --source: an archive or folder the user downloaded
     bundled: bool = False  # ships inside a Python package: nothing to place under --root
     parameter: str | None = None  # what follows "name:" in a parametrised entry's name, as shown to users

@@ -122,11 +122,11 @@ def read_cifar100(root: Path, *, download: bool = False) -> RawDataset:
 
 
 register(DatasetEntry(name="cifar10", description="CIFAR-10 (python pickled batches)", channels=3, size=32,
-                      num_classes=10, images=60000, files="cifar-10-batches-py/", official_parts=("train", "test"),
+                      num_classes=10, images=60000, files="cifar-10-batches-py/", official_parts=("train", "test"), test_images=10000,
                       default_split=None, download=True, photos=False, reader=at_root(read_cifar10),
                       missing_files=lambda root: _cifar_missing(root / _CIFAR10.folder, _CIFAR10)))  # fmt: skip
 register(DatasetEntry(name="cifar100", description="CIFAR-100, fine labels (python pickled batches)", channels=3,
-                      size=32, num_classes=100, images=60000, files="cifar-100-python/",
+                      size=32, num_classes=100, images=60000, test_images=10000, files="cifar-100-python/",
                       official_parts=("train", "test"), default_split=None, download=True, photos=False,
                       reader=at_root(read_cifar100),
                       missing_files=lambda root: _cifar_missing(root / _CIFAR100.folder, _CIFAR100)))  # fmt: skip

@@ -80,7 +80,7 @@ def read_flowers102(root: Path, *, download: bool = False) -> RawDataset:
 
 
 register(DatasetEntry(name="flowers102", description="Oxford Flowers-102 (official split; S3 used --split 0.5,0.2,0.3)",
-                      channels=3, size=224, num_classes=102, images=8189, files="flowers-102/",
+                      channels=3, size=224, num_classes=102, images=8189, test_images=6149, files="flowers-102/",
                       official_parts=("train", "val", "test"), default_split=None, download=True, photos=True,
                       reader=at_root(read_flowers102),
                       missing_files=lambda root: _flowers_files(root / "flowers-102")))  # fmt: skip

@@ -90,7 +90,7 @@ def read_mnist(root: Path, *, download: bool = False) -> RawDataset:
 
 
 register(DatasetEntry(name="mnist", description="MNIST handwritten digits (IDX files)", channels=1, size=28,
-                      num_classes=10, images=70000, files="MNIST/raw/", official_parts=("train", "test"),
+                      num_classes=10, images=70000, test_images=10000, files="MNIST/raw/", official_parts=("train", "test"),
                       default_split=None, download=True, photos=False, reader=at_root(read_mnist),
                       missing_files=lambda root: _mnist_missing(root / "MNIST" / "raw")))  # fmt: skip
 

@@ -81,7 +81,7 @@ def read_pets(root: Path, *, download: bool = False) -> RawDataset:
 
 
 register(DatasetEntry(name="pets", description="Oxford-IIIT Pet as cat vs dog", channels=3, size=224, num_classes=2,
-                      images=7349, files="oxford-iiit-pet/", official_parts=("train", "test"), default_split=None,
+                      images=7349, test_images=3669, files="oxford-iiit-pet/", official_parts=("train", "test"), default_split=None,
                       download=True, photos=True, reader=at_root(read_pets),
                       missing_files=lambda root: _pets_files(root / "oxford-iiit-pet")))  # fmt: skip
 

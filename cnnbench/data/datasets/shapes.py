@@ -12,17 +12,25 @@ identical (a square and a diamond) are not both classes.
 
 The registered dataset is one fixed draw (seed 0 of `generate_shapes`), like a dataset on disk: `--seed` splits it,
 `--classes` chooses classes from it and `--size` renders it at another side (rendered natively, never resampled).
+
+`shapes-other` draws ten other kinds (no kind in common with `shapes`) the same way: the smoke studies' stand-in for
+ImageNet. A backbone pretrained on it has learnt edges, corners and curves but not the target's classes, so freezing it
+costs accuracy that fine-tuning wins back, as ImageNet features do on CIFAR (Yosinski et al. 2014 split ImageNet's
+classes in two halves for the same reason); a source with the target's own classes would make freezing look free.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
 from cnnbench.data.datasets.base import DATASETS, DatasetEntry, RawDataset, RawPart, ReadOptions
 
 SHAPES = ("circle", "square", "triangle", "cross", "ring", "bar", "star", "crescent", "frame", "ell")
+OTHER_SHAPES = ("pentagon", "hexagon", "tee", "arrow", "semicircle", "bowtie", "star6", "triangle-outline", "dots",
+                "bars")  # shapes-other's kinds: none of them is one of SHAPES
 DEFAULT_SIZE = 32
 IMAGES_PER_CLASS = 2000
 DATASET_SEED = 0  # the one draw the registered dataset is; `--seed` splits it, as it splits any other dataset
@@ -38,12 +46,14 @@ MIN_CONTRAST = 0.22  # least luminance difference between a shape and the backgr
 _RENDER_CHUNK = 256  # images rendered at once: bounds the float32 working arrays at large sides
 
 
-def generate_shapes(images_per_class: int, *, classes: int = len(SHAPES), size: int = DEFAULT_SIZE,
-                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """`images_per_class` images of each of the first `classes` shapes, shuffled: uint8 (N, 3, size, size) and int64
-    labels (N,), indices into SHAPES. Deterministic in `seed`; the scenes do not depend on `size`."""
-    if not 2 <= classes <= len(SHAPES):
-        raise ValueError(f"classes must be 2 to {len(SHAPES)}, got {classes}")
+def generate_shapes(images_per_class: int, *, classes: int | None = None, size: int = DEFAULT_SIZE, seed: int = 0,
+                    kinds: tuple[str, ...] = SHAPES) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """`images_per_class` images of each of the first `classes` of `kinds` (all of them by default), shuffled: uint8
+    (N, 3, size, size) and int64 labels (N,), indices into `kinds`. Deterministic in `seed`; the scenes do not depend
+    on `size`."""
+    classes = len(kinds) if classes is None else classes
+    if not 2 <= classes <= len(kinds):
+        raise ValueError(f"classes must be 2 to {len(kinds)}, got {classes}")
     if images_per_class < 1 or size < 4:
         raise ValueError(f"need images_per_class >= 1 and size >= 4, got {images_per_class} and {size}")
     rng = np.random.default_rng(seed)
@@ -54,7 +64,8 @@ def generate_shapes(images_per_class: int, *, classes: int = len(SHAPES), size: 
     images = np.empty((len(labels), 3, size, size), dtype=np.uint8)
     for start in range(0, len(labels), _RENDER_CHUNK):
         chunk = slice(start, start + _RENDER_CHUNK)
-        images[chunk] = _render({key: value[chunk] for key, value in scenes.items()}, labels[chunk], size, noise_rng)
+        images[chunk] = _render({key: value[chunk] for key, value in scenes.items()}, labels[chunk], size, noise_rng,
+                                kinds)  # fmt: skip
     return images, labels
 
 
@@ -96,7 +107,8 @@ def _contrasting_colours(rng: np.random.Generator, foreground: np.ndarray) -> np
         colours[poor] = _random_colours(rng, int(poor.sum()))
 
 
-def _render(scenes: dict[str, np.ndarray], labels: np.ndarray, size: int, noise_rng: np.random.Generator) -> np.ndarray:
+def _render(scenes: dict[str, np.ndarray], labels: np.ndarray, size: int, noise_rng: np.random.Generator,
+            kinds: tuple[str, ...]) -> np.ndarray:  # fmt: skip
     count = len(labels)
     pixel = (np.arange(size, dtype=np.float32) + 0.5) / size  # pixel centres, in fractions of the side
     x = pixel[None, None, :] - scenes["centre"][:, 0, None, None].astype(np.float32)
@@ -110,7 +122,7 @@ def _render(scenes: dict[str, np.ndarray], labels: np.ndarray, size: int, noise_
     distance = np.empty((count, size, size), dtype=np.float32)
     for label in np.unique(labels):
         rows = labels == label
-        distance[rows] = DISTANCES[SHAPES[label]](u[rows], v[rows])
+        distance[rows] = DISTANCES[kinds[label]](u[rows], v[rows])
     # Signed distance in pixels (approximately, under the stretch) -> the share of each pixel the shape covers.
     pixels_per_unit = (scenes["radius"] * size).astype(np.float32)[:, None, None]
     coverage = np.clip(0.5 - distance * pixels_per_unit, 0.0, 1.0)[:, None]
@@ -162,6 +174,19 @@ def _ell(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.minimum(upright, foot)
 
 
+def _arrow(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    shaft = _box(u + 0.3, v, 0.65, 0.2)
+    head = _regular_polygon(-(v), (u - 0.45), 3) * 1.9  # a triangle pointing along +u, about half the shape's length
+    return np.minimum(shaft, head)
+
+
+def _bowtie(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Two triangles meeting at their tips in the centre."""
+    left = _regular_polygon(-v, -(u + 0.5) * 2.0, 3) * 0.5
+    right = _regular_polygon(v, (u - 0.5) * 2.0, 3) * 0.5
+    return np.minimum(left, right)
+
+
 DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "circle": lambda u, v: np.hypot(u, v) - 1.0,
     "square": lambda u, v: _box(u, v, 0.72, 0.72),
@@ -173,43 +198,64 @@ DISTANCES: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "crescent": _crescent,
     "frame": lambda u, v: np.abs(_box(u, v, 0.72, 0.72)) - 0.22,
     "ell": _ell,
+    # shapes-other's kinds
+    "pentagon": lambda u, v: _regular_polygon(u, v, 5),
+    "hexagon": lambda u, v: _regular_polygon(u, v, 6),
+    "tee": lambda u, v: np.minimum(_box(u, v - 0.7, 0.9, 0.28), _box(u, v + 0.2, 0.28, 0.8)),
+    "arrow": _arrow,
+    "semicircle": lambda u, v: np.maximum(np.hypot(u, v + 0.4) - 1.0, -(v + 0.4)),
+    "bowtie": _bowtie,
+    "star6": lambda u, v: _star(u, v, points=6, inner=0.55),
+    "triangle-outline": lambda u, v: np.abs(_regular_polygon(u, v, 3)) - 0.14,
+    "dots": lambda u, v: np.minimum(np.hypot(u - 0.5, v) - 0.42, np.hypot(u + 0.5, v) - 0.42),
+    "bars": lambda u, v: np.minimum(_box(u, v - 0.5, 0.95, 0.22), _box(u, v + 0.5, 0.95, 0.22)),
 }
-assert tuple(DISTANCES) == SHAPES
+assert tuple(DISTANCES) == SHAPES + OTHER_SHAPES and not set(SHAPES) & set(OTHER_SHAPES)
 
 
 # --- the dataset entry ---
 
 
-def read_shapes(entry: DatasetEntry, options: ReadOptions) -> RawDataset:
+def read_shapes(entry: DatasetEntry, options: ReadOptions, *, kinds: tuple[str, ...] = SHAPES,
+                seed: int = DATASET_SEED) -> RawDataset:  # fmt: skip
     """The registered draw at the side `--size` asks for (PrepareOptions has it; another reader's options may not),
     rendered there rather than resampled from 32 pixels. Every class is generated; prepare chooses `--classes` from
     them by the seed, as it does for every dataset."""
     import torch  # here, not at the top: listing datasets (--help, budget) must not load torch
 
     size = getattr(options, "size", None) or entry.size
-    images, labels = generate_shapes(entry.images // len(SHAPES), size=size, seed=DATASET_SEED)
-    return RawDataset(classes=list(SHAPES), parts={"train": RawPart(labels=labels, images=torch.from_numpy(images))},
-                      skipped=[], location=_LOCATION)  # fmt: skip
+    images, labels = generate_shapes(entry.images // len(kinds), size=size, seed=seed, kinds=kinds)
+    location = _LOCATION if kinds == SHAPES else f"generated by cnnbench.data.shapes (seed {seed}, other kinds)"
+    return RawDataset(classes=list(kinds), parts={"train": RawPart(labels=labels, images=torch.from_numpy(images))},
+                      skipped=[], location=location)  # fmt: skip
 
 
 SMALL_PER_CLASS = 200  # `shapes-small`: digits' size (2,000 images), for the studies' smoke runs on a CPU
+OTHER_SEED = 1  # shapes-other: a draw of its own, not shapes' scenes with other outlines
+OTHER_PER_CLASS = 600  # shapes-other: enough images that a resnet18 from scratch learns features, not the images
 
 
-def dataset_entry(name: str = "shapes", per_class: int = IMAGES_PER_CLASS) -> DatasetEntry:
+def dataset_entry(name: str = "shapes", per_class: int = IMAGES_PER_CLASS, *, kinds: tuple[str, ...] = SHAPES,
+                  seed: int = DATASET_SEED) -> DatasetEntry:  # fmt: skip
     what = "" if per_class == IMAGES_PER_CLASS else f", {per_class} per class"
-    return DatasetEntry(name=name, description=f"generated coloured shapes ({len(SHAPES)} kinds{what}; no files or "
-                        f"network)", channels=3, size=DEFAULT_SIZE, num_classes=len(SHAPES),
-                        images=per_class * len(SHAPES), files="(generated, nothing to download)",
+    if kinds != SHAPES:
+        what += ", none of them a kind of `shapes`: a pretraining source for the smoke studies"
+    return DatasetEntry(name=name, description=f"generated coloured shapes ({len(kinds)} kinds{what}; no files or "
+                        f"network)", channels=3, size=DEFAULT_SIZE, num_classes=len(kinds),
+                        images=per_class * len(kinds), files="(generated, nothing to download)",
                         official_parts=("train",), default_split=(0.7, 0.15, 0.15), download=False, photos=False,
-                        bundled=True, reader=read_shapes)  # fmt: skip
+                        bundled=True, reader=partial(read_shapes, kinds=kinds, seed=seed))  # fmt: skip
 
 
 def register() -> DatasetEntry:
-    """Add `shapes-small` and `shapes` to the dataset registry (importing this module does, once). A second call finds
-    the entry there and returns it, so a test may call it on a registry of its own whether or not the import has."""
+    """Add `shapes-small`, `shapes-other` and `shapes` to the dataset registry (importing this module does, once). A
+    second call finds the entry there and returns it, so a test may call it on a registry of its own whether or not
+    the import has."""
     if "shapes" in DATASETS:
         return DATASETS.get("shapes")
     DATASETS.register("shapes-small", dataset_entry("shapes-small", SMALL_PER_CLASS))
+    DATASETS.register("shapes-other", dataset_entry("shapes-other", OTHER_PER_CLASS, kinds=OTHER_SHAPES,
+                                                    seed=OTHER_SEED))  # fmt: skip
     return DATASETS.register("shapes", dataset_entry())
 
 
