@@ -194,7 +194,7 @@ def test_a_pruning_tables_parent_row_gets_what_the_prune_step_measured_it_at(tmp
         "run,role,nonzero_params,sparsity,checkpoint_gzip_bytes,latency_ms_b1,latency_ms_b64,path\n"
         f"parent-run,parent,11181642,0.0,41000000,3.5,60.2,{parent}\n"
         f"child-run,pruned,10800000,0.034,39000000,3.4,59.9,{child}\n")  # fmt: skip
-    records = {parent.resolve(): {"nonzero_params": None, "latency_ms_b1": None},
+    records = {parent.resolve(): {"nonzero_params": float("nan"), "latency_ms_b1": None},  # pandas' empty cells
                child.resolve(): {"nonzero_params": 10800000, "latency_ms_b1": 3.4}}  # fmt: skip
     _add_parent_measurements([Row(step.variants()[0], 0, child)], records)
     assert records[parent.resolve()]["nonzero_params"] == 11181642 and records[parent.resolve()]["latency_ms_b1"] == 3.5

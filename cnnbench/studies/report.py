@@ -30,6 +30,7 @@ HEADERS = {
     "test_recall_weighted": "test recall (w)", "test_roc_auc": "test AUC", "best_epoch": "best epoch",
     "epochs": "epochs", "seconds_per_epoch": "s/epoch", "size_mb": "MB", "nonzero_params": "nonzero params",
     "sparsity": "sparsity", "checkpoint_gzip_bytes": "gzip bytes", "latency_ms_b1": "latency ms (b1)",
+    "latency_ms_b64": "latency ms (b64)",
     "test_ece": "test ECE",
 }  # fmt: skip
 
@@ -104,7 +105,7 @@ def _add_parent_measurements(rows: list[Row], records: dict[Path, dict[str, Any]
         for parent in table[table["role"] == "parent"].to_dict(orient="records"):
             record = records.get(Path(str(parent.get("path"))).resolve())
             if record is not None:
-                record.update({k: parent[k] for k in PARENT_MEASURED if record.get(k) is None and k in parent})
+                record.update({k: parent[k] for k in PARENT_MEASURED if k in parent and not _is_number(record.get(k))})
 
 
 def _variants_of(rows: list[Row], table: str) -> list[Variant]:
@@ -183,16 +184,18 @@ def _findings(table: dict[str, Any], variants: list[Variant], table_rows: list[d
             order = [name for name in named if name in best]
             found.append(_compare(table, metric, order, {name: ours[best[name]] for name in order},
                                   seed_words=" < ".join(order) + (" (each at its best row)" if several else "")))
-    return found
+    return [f for f in found if f is not None]
 
 
 def _compare(table: dict[str, Any], metric: str, order: list[str], ours: dict[str, float], *, seed_words: str,
-             figures: dict[str, float] | None = None) -> dict[str, Any]:  # fmt: skip
+             figures: dict[str, float] | None = None) -> dict[str, Any] | None:  # fmt: skip
     """One sentence: the seed's order (worst first), ours beside it, and whether it holds (every pair the same way;
     two rows the seed gave the same figure are not an order)."""
     figures = figures or {}
-    flips = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]
-             if not ours[a] < ours[b] and not (a in figures and figures[a] == figures.get(b))]  # fmt: skip
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1:] if not (a in figures and figures[a] == figures.get(b))]
+    if not pairs:  # the seed gave every row the same figure: no order to hold or break
+        return None
+    flips = [(a, b) for a, b in pairs if not ours[a] < ours[b]]
     name = HEADERS.get(metric, metric)
     measured = ", ".join(f"{label} {format_number(ours[label])}" for label in order)
     text = f"*{table['title']}* ({name}): the seed has {seed_words}; ours: {measured}"
