@@ -42,16 +42,17 @@ def quick_format_probe(tmp_path_factory):
     """The CPU format probe (autotune) with its own cache and short timings, so tests neither share the user's cache
     nor spend seconds probing every model they train."""
     from cnnbench.engine import autotune
+    from cnnbench.studies import plan
 
-    saved = os.environ.get("CNNBENCH_CACHE"), autotune.PROBE_SECONDS
+    saved = os.environ.get("CNNBENCH_CACHE"), autotune.PROBE_SECONDS, plan.TIMED_SECONDS
     os.environ["CNNBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    autotune.PROBE_SECONDS = 0.01
+    autotune.PROBE_SECONDS = plan.TIMED_SECONDS = 0.01  # a study's --plan times a step or two, not half a second
     yield
     if saved[0] is None:
         os.environ.pop("CNNBENCH_CACHE", None)
     else:
         os.environ["CNNBENCH_CACHE"] = saved[0]
-    autotune.PROBE_SECONDS = saved[1]
+    autotune.PROBE_SECONDS, plan.TIMED_SECONDS = saved[1], saved[2]
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,7 @@ from cnnbench.studies.runner import FINAL, _overrides, existing_runs, run_folder
 
 # Timed batches: up to 32 images of side 64 or less, up to 8 larger ones (vgg16 at 224 takes seconds a step).
 SMALL_SIDE, SMALL_BATCH, LARGE_BATCH = 64, 32, 8
+TIMED_SECONDS = 0.5  # per distinct model, input and batch, after a warm-up step
 
 
 @dataclass
@@ -197,7 +198,7 @@ def _measure(spec: RunSpec, channels: int, side: int, classes: int, batch: int) 
             model, _ = build_model(name, input_spec)
     except UsageError:
         return None  # a model this input cannot take: the run itself will say so
-    return training_speed(model, (channels, side, side), batch)
+    return training_speed(model, (channels, side, side), batch, seconds=TIMED_SECONDS)
 
 
 def _check_inputs(plan: Plan, spec: RunSpec) -> None:
