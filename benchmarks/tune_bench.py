@@ -1,4 +1,5 @@
-"""What `tune` costs and finds, on the bundled digits at 28x28 (no network), written to results/tune_bench.md.
+"""What `tune` costs and finds, on the bundled digits at 28x28 or the generated shapes-small at 32x32 (no network),
+written to results/tune_bench.md.
 
 1. Search under S1's budgets against the seed's hand designs: `tune --space arch-recipe --max-params B` (or
    `--space arch`) for B = 722 and 7,500, TPE with hyperband trial pruning; then the best configuration (its
@@ -10,6 +11,7 @@
    best validation accuracy each reached.
 
     .venv/bin/python benchmarks/tune_bench.py --part arch       # the search against the hand designs, ~15 minutes
+    .venv/bin/python benchmarks/tune_bench.py --part arch --dataset shapes-small   # the same on colour shapes
     .venv/bin/python benchmarks/tune_bench.py --quick           # fewer trials, epochs and seeds, a few minutes
     .venv/bin/python benchmarks/tune_bench.py --smoke           # one-epoch trials: checks that it runs
 
@@ -40,9 +42,16 @@ SEEDS_MODELS = {722: "mnist-722", 7500: "mnist-7498"}
 S1_RECIPE = {"train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 256, "train.augment": "none"}
 
 
+# The datasets it runs on: input side, and how the report's header describes them.
+DATASETS = {"digits": (28, "digits at 28x28 (1,797 images; 1,078 train / 360 val / 359 test)"),
+            "shapes-small": (32, "shapes-small at 32x32 (2,000 generated colour images of ten shape kinds; 1,400 "
+                                 "train / 300 val / 300 test)")}  # fmt: skip
+DATASET = "digits"  # main() sets --dataset here
+
+
 def base(root: Path, epochs: int, **values):
-    return resolve({"data.size": 28, "data.root": root, "train.epochs": epochs, "train.batch_size": 128,
-                    "train.lr": 3e-3, **values})  # fmt: skip
+    return resolve({"data.dataset": DATASET, "data.size": DATASETS[DATASET][0], "data.root": root,
+                    "train.epochs": epochs, "train.batch_size": 128, "train.lr": 3e-3, **values})  # fmt: skip
 
 
 def test_runs(spec, out: Path, seeds: int) -> list[dict]:
@@ -125,8 +134,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="one trial of one epoch: checks that it runs")
     parser.add_argument("--part", choices=("all", "arch", "pruning"), default="all")
     parser.add_argument("--space", choices=("arch", "arch-recipe"), default="arch-recipe")
+    parser.add_argument("--dataset", choices=tuple(DATASETS), default="digits")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
+    global DATASET
+    DATASET = args.dataset
     # trials, search epochs, final epochs (S1's 100), seeds, trials of the pruning comparison
     trials, epochs, final, seeds, pruning_trials = ((2, 1, 1, 1, 2) if args.smoke else (12, 10, 30, 3, 16)
                                                     if args.quick else (40, 20, 100, 5, 40))  # fmt: skip
@@ -134,8 +146,7 @@ def main() -> None:
         work = Path(scratch)
         root = work / "data"
         scale = "smoke run" if args.smoke else "quick subset" if args.quick else "full run"
-        header = (f"digits at 28x28 (1,797 images; 1,078 train / 360 val / 359 test), CPU; {scale}; "
-                  f"{time.strftime('%Y-%m-%d')}")  # fmt: skip
+        header = f"{DATASETS[DATASET][1]}, CPU; {scale}; {time.strftime('%Y-%m-%d')}"
         search = (architecture_search(root, work, args.space, trials, epochs, final, seeds)
                   if args.part != "pruning" else [])  # fmt: skip
         pruning = overhead_and_pruning(root, work, pruning_trials, epochs) if args.part != "arch" else []
@@ -145,7 +156,8 @@ def main() -> None:
                       "test split:", "", *search, "", f"A {pruning_trials}-trial search over lr, dropout and batch "
                       "size (mnist-7498, Adam lr 3e-3), random sampler, with and without trial pruning:", "",
                       *pruning, ""])  # fmt: skip
-    write_text_atomic(args.out / f"tune_bench{'' if args.part == 'all' else '_' + args.part}.md", text)
+    suffix = ("" if args.part == "all" else "_" + args.part) + ("" if DATASET == "digits" else "_" + DATASET)
+    write_text_atomic(args.out / f"tune_bench{suffix}.md", text)
     print(text)
 
 
