@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test test-fast bench bench-keras bench-keras-quick clean studies studies-check s1 s2 s3 s4 s5
+.PHONY: install run test test-fast bench bench-keras bench-keras-quick clean docs studies studies-check s1 s2 s3 s4 s5
 
 install: $(STAMP)
 
@@ -60,6 +60,11 @@ bench-keras: $(STAMP)
 
 bench-keras-quick: $(STAMP)
 	$(BIN)/python benchmarks/against_keras.py --keras-python $(KERAS_PYTHON) --quick
+
+# docs/cli.md, the command reference, generated from the CLI by Typer's own docs command (tests/test_docs.py fails
+# when it differs from what the CLI says now: run `make docs` after changing an option or its help).
+docs: $(STAMP)
+	$(BIN)/typer cnnbench.cli utils docs --name cnnbench --output docs/cli.md
 
 clean:
 	rm -rf $(VENV) results/studies results/studies-check results/runs results/report.csv results/report.md
