@@ -1,5 +1,5 @@
 """The package's structure: no import cycles and no import that points up the layers, counting the imports inside
-functions (a lazy import that hides a cycle is still one). README.md's "How the code is laid out" draws these layers.
+functions (a lazy import that hides a cycle is still one). docs/layout.md draws these layers.
 """
 
 from __future__ import annotations
