@@ -120,14 +120,18 @@ def _row(run: RunDir, config: RunConfig, summary: RunSummary, metrics: list[dict
     pruning = config.pruning or {}
     row.update({"pruning.method": pruning.get("method"), "pruning.amount": pruning.get("amount")})
     measured = _optional_json(run.path / "prune.json")
-    for key in ("nonzero_params", "sparsity", "macs_nonzero", "checkpoint_gzip_bytes", "latency_ms_b1",
-                "latency_ms_b64", "csr_latency_ms_b1", "csr_latency_ms_b64"):  # fmt: skip
+    for key in PRUNE_MEASURED:
         row[key] = measured.get(key)
     for split, result in evaluations.items():
         for key in EVAL_KEYS:
             if key in result:
                 row[f"{split}_{key}"] = result[key]
     return row
+
+
+# What the prune step measures of a model (prune.json holds a child's; its report a parent's too).
+PRUNE_MEASURED = ("nonzero_params", "sparsity", "macs_nonzero", "checkpoint_gzip_bytes", "latency_ms_b1",
+                  "latency_ms_b64", "csr_latency_ms_b1", "csr_latency_ms_b64")
 
 
 def _optional_json(path: Path) -> dict[str, Any]:

@@ -174,7 +174,7 @@ def test_a_full_scale_plan_names_what_is_missing_before_anything_is_fetched(cli,
     assert "vgg16" in done.out and not (tmp_path / "empty").exists()
 
 
-@pytest.mark.parametrize("flags, named", [(("demo", "--plan"), "--plan"), (("s1", "--plan", "--scale", "big"), "--scale"),
+@pytest.mark.parametrize("flags, named", [(("demo", "--plan"), "--plan"), (("--plan",), "--plan"), (("s1", "--plan", "--scale", "big"), "--scale"),
                                           (("s1", "--plan", "--trials", "0"), "--trials"),
                                           (("s1", "--plan", "--set", "model.nope=1"), "model.nope")])
 def test_bad_plan_options_are_usage_errors(cli, tmp_path, flags, named):

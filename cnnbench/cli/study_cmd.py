@@ -39,6 +39,8 @@ def study(
     from cnnbench.studies.catalog import STUDIES
     from cnnbench.studies.context import StudyContext
 
+    if name is None and plan:
+        raise typer.BadParameter("name the study to plan, e.g. `cnnbench study s3 --plan`", param_hint="--plan")
     if name is None:
         rows = [{"name": n, "description": STUDIES.get(n).description} for n in STUDIES]
         if json_output:

@@ -356,11 +356,12 @@ class _Workload:
         return step, optimizer
 
 
-def _images_per_s(workload: _Workload, precision: str, channels_last: bool) -> float:
-    """One timed window of the candidate's training steps at the current thread count."""
+def _images_per_s(workload: _Workload, precision: str, channels_last: bool, *, seconds: float | None = None) -> float:
+    """One timed window (PROBE_SECONDS unless told) of the candidate's training steps at the current thread count."""
     step, optimizer = workload.step(precision, channels_last)
+    window = PROBE_SECONDS if seconds is None else seconds  # read at call time: tests shorten PROBE_SECONDS
     steps, start = 0, time.perf_counter()
-    while steps < 1 or time.perf_counter() - start < PROBE_SECONDS:
+    while steps < 1 or time.perf_counter() - start < window:
         step()
         steps += 1
     seconds = time.perf_counter() - start
@@ -371,14 +372,7 @@ def _images_per_s(workload: _Workload, precision: str, channels_last: bool) -> f
 def training_speed(model: nn.Module, shape: tuple[int, int, int], batch_size: int, *, seconds: float = 0.5) -> float:
     """Images per second of fp32 training steps on a synthetic batch, timed for `seconds` after one warm-up step: the
     quick figure a plan's estimate uses where the probe has measured nothing (not the probe's choice of format)."""
-    step, optimizer = _Workload(model, shape, batch_size).step("fp32", False)
-    steps, start = 0, time.perf_counter()
-    while steps < 1 or time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    elapsed = time.perf_counter() - start
-    optimizer.zero_grad(set_to_none=True)
-    return steps * batch_size / elapsed
+    return _images_per_s(_Workload(model, shape, batch_size), "fp32", False, seconds=seconds)
 
 
 def _cpu_times() -> tuple[float, float, float] | None:

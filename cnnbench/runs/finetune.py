@@ -33,12 +33,7 @@ def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, callbacks: t
           extra: dict[str, Any]) -> RunResult:  # fmt: skip
     """A fine-tune run; with `head_epochs`, two: the head on the frozen backbone, then the requested policy from it.
     Both phases get the caller's callbacks and records (a search's trial pruner sees the head phase too)."""
-    model, config = spec.model, spec.train
-    if model.weights is None:
-        spec = replace(spec, model=replace(model, weights="imagenet"))
-        model = spec.model
-    if model.freeze is None:  # a random backbone is no feature extractor: the from-scratch baseline trains it all
-        spec = replace(spec, model=replace(model, freeze="none" if model.weights == "none" else "all"))
+    spec, config = with_defaults(spec), spec.train
     if config.head_epochs:
         head_spec = replace(spec, model=replace(spec.model, freeze="all", freeze_bn=False),
                             train=replace(config, epochs=config.head_epochs, lr=config.head_lr or config.lr,
@@ -55,14 +50,47 @@ def start(spec: RunSpec, request: Any, *, out: Path, progress: Any, callbacks: t
                            callbacks=callbacks, extra=extra)
 
 
+def with_defaults(spec: RunSpec) -> RunSpec:
+    """The weights and freezing policy a fine-tune takes when its specification leaves them out: ImageNet weights, and
+    the backbone frozen, unless it starts from random weights (no feature extractor: the from-scratch baseline trains
+    it all)."""
+    model = spec.model
+    if model.weights is None:
+        model = replace(model, weights="imagenet")
+    if model.freeze is None:
+        model = replace(model, freeze="none" if model.weights == "none" else "all")
+    return replace(spec, model=model)
+
+
+def backbone_spec(choice: Any, input_spec: Any) -> tuple[Any, str | None]:
+    """The ModelSpec of a torchvision backbone with the chosen head and freezing policy at `input_spec`, and the note
+    when the name was an alias (resnet50v2 -> resnet50)."""
+    from cnnbench.models import ModelSpec
+    from cnnbench.models.transfer import parse_freeze, parse_head, resolve_backbone
+
+    parse_freeze(choice.freeze)
+    entry, alias_note = resolve_backbone(choice.name)
+    head = parse_head(choice.head.kind or "linear", units=choice.head.units, pool=choice.head.pool,
+                      activation=choice.head.activation, dropout=choice.dropout or 0.0).to_dict()  # fmt: skip
+    options = {"head": head, "freeze": choice.freeze, "freeze_bn": choice.freeze_bn}
+    return ModelSpec(name=entry.name, input=input_spec, options=options), alias_note
+
+
+def caches_features(config: TrainConfig, backbone_frozen: bool) -> bool:
+    """Whether the head trains on backbone features computed once: a frozen backbone and no augmentation."""
+    from cnnbench.data.augment import parse_augment
+
+    return config.cache_features and backbone_frozen and not parse_augment(config.augment).enabled
+
+
 def restore(saved: RunConfig, plan: ModelPlan, config: TrainConfig) -> None:
     """A resumed fine-tune trains its head on cached features again when its backbone is frozen."""
     add_feature_cache(plan, config)
 
 
 def plan(prepared: Prepared, spec: RunSpec) -> ModelPlan:
-    from cnnbench.models import ModelSpec, build
-    from cnnbench.models.transfer import parse_freeze, parse_head, resolve_backbone
+    from cnnbench.models import build
+    from cnnbench.models.transfer import parse_freeze
 
     choice, config = spec.model, spec.train
     parse_freeze(choice.freeze)
@@ -74,11 +102,10 @@ def plan(prepared: Prepared, spec: RunSpec) -> ModelPlan:
         return add_feature_cache(_from_run(prepared, spec, head_options, freezing), config)
     if choice.name is None:
         raise UsageError("--backbone is required (see `cnnbench models`), unless --weights run:RUN_DIR names a run")
-    entry, alias_note = resolve_backbone(choice.name)
+    model_spec, alias_note = backbone_spec(choice, spec_in)
     if alias_note:
         logger.info(f"note: {alias_note}")
-    head = parse_head(choice.head.kind or "linear", **head_options).to_dict()
-    model_spec = ModelSpec(name=entry.name, input=spec_in, options={"head": head, **freezing})
+    backbone, head = model_spec.name, model_spec.options["head"]
     model = build(model_spec)
     weights: dict[str, Any] = {"source": choice.weights}
     if choice.weights == "none":
@@ -88,32 +115,31 @@ def plan(prepared: Prepared, spec: RunSpec) -> ModelPlan:
         normalization = dataset_normalization(prepared)
         weights["init"] = choice.init
     else:
-        normalization = _imagenet_normalization(entry.name)
+        normalization = _imagenet_normalization(backbone)
         if choice.weights == "imagenet":
             from cnnbench.models.transfer import imagenet_state_dict, imagenet_weights_path
 
-            state = imagenet_state_dict(entry.name)
-            weights["file"] = str(imagenet_weights_path(entry.name))
+            state = imagenet_state_dict(backbone)
+            weights["file"] = str(imagenet_weights_path(backbone))
         else:
             state = _weights_file(Path(choice.weights))
             weights["file"] = str(Path(choice.weights).resolve())
         _load_backbone(model, state)
         if spec_in.height < 64:
-            logger.info(f"note: {entry.name}'s weights were trained on 224x224 images; these are {spec_in.height}x"
+            logger.info(f"note: {backbone}'s weights were trained on 224x224 images; these are {spec_in.height}x"
                         f"{spec_in.width} (S2 found upscaling with --size 224 helps)")  # fmt: skip
     if alias_note:
         weights["alias"] = alias_note
     return add_feature_cache(ModelPlan(model=model, spec=model_spec, normalization=normalization, kind="finetune",
-                                       extra={"finetune": {"backbone": entry.name, "weights": weights, **freezing,
+                                       extra={"finetune": {"backbone": backbone, "weights": weights, **freezing,
                                                            "head": head}}), config)  # fmt: skip
 
 
 def add_feature_cache(plan: ModelPlan, config: TrainConfig) -> ModelPlan:
     """With a frozen backbone and no augmentation, train the head on features the backbone computes once."""
-    from cnnbench.data.augment import parse_augment
     from cnnbench.models.transfer import backbone_frozen
 
-    if config.cache_features and not parse_augment(config.augment).enabled and backbone_frozen(plan.model):
+    if caches_features(config, backbone_frozen(plan.model)):
         plan.callbacks.append(FeatureCache())
         plan.trained_module = plan.model.head
         logger.info("backbone frozen and no augmentation: training the head on backbone features computed once")

@@ -21,7 +21,9 @@ from cnnbench.spec.run import RunSpec
 from cnnbench.studies.context import StudyContext
 from cnnbench.studies.recipes import Recipe, _spec_of
 from cnnbench.studies.report import duration
-from cnnbench.studies.runner import FINAL, _overrides, existing_runs, run_folder
+from cnnbench.models.budget import dataset_input
+from cnnbench.runs.finetune import backbone_spec, caches_features, with_defaults
+from cnnbench.studies.runner import FINAL, _overrides, existing_runs, kept_prune, prune_asked, run_folder
 
 # Timed batches: up to 32 images of side 64 or less, up to 8 larger ones (vgg16 at 224 takes seconds a step).
 SMALL_SIDE, SMALL_BATCH, LARGE_BATCH = 64, 32, 8
@@ -53,42 +55,44 @@ def plan_recipe(recipe: Recipe, context: StudyContext, *, seeds: int | None = No
     trials = trials or recipe.trials
     plan = Plan(recipe)
     overrides = _overrides(context)
-    specs: dict[str, RunSpec] = {}  # step name -> its first row's specification (a pruning's parent)
-    # (step, seed) -> the first row's completed run, as the runner's `made`: a `run:@STEP` child is the same run only
-    # with the same parent, and a parent still to run means a child still to run.
-    made: dict[tuple[str, int], Path | None] = {}
+    # (step, seed) -> the first row's run, as the runner's `made`: its completed run, else PENDING (a `run:@STEP`
+    # child is the same run only with the same parent, and a parent still to run means a child still to run), and
+    # beside it the specification a pruning of that step starts from.
+    made: dict[tuple[str, int], Path] = {}
+    specs: dict[str, RunSpec] = {}
     for step in recipe.steps:
         for index, variant in enumerate(step.variants()):
-            spec = _spec_of(variant, root=context.root, refs=_refs(made, 0, step.name), overrides=overrides)
-            if index == 0:
-                specs[step.name] = spec
-            _check_inputs(plan, spec)
-            if step.tune:
-                epochs = spec.train.epochs
-                plan.rows.append(_row(plan, with_space_base(spec, step.tune["space"]), what=f"{step.name}: the search", kind="tune", seed=None,
-                                      epochs=epochs * trials, note=f"{trials} trials x {epochs} epochs, "
-                                      f"space {step.tune['space']} (trials already in its journal are not run "
-                                      f"again; timed with the base model)", state="to run"))  # fmt: skip
             for seed in range(seeds):
-                if step.prune:
-                    parent = specs[step.prune["parent"]]
-                    epochs = context.epochs or int(step.prune.get("finetune_epochs", 2))
-                    plan.rows.append(_row(plan, parent, what=variant.label, kind="prune", seed=seed, epochs=epochs,
-                                          note=f"prune {step.prune['amount']} of {step.prune['parent']}",
-                                          state=_prune_state(run_folder(context, step, variant, seed))))  # fmt: skip
-                    continue
-                seeded = _spec_of(variant, root=context.root, refs=_refs(made, seed, step.name), overrides=overrides)
-                seeded = seeded.with_values({"train.seed": seeded.train.seed + seed})
-                if step.tune:  # the search's best is not known yet: timed as the space's base model
-                    seeded = with_space_base(seeded, step.tune["space"])
+                refs = {name: path for (name, s), path in made.items() if s == seed}
+                spec = _spec_of(variant, root=context.root, refs=refs, overrides=overrides)
+                spec = spec.with_values({"train.seed": spec.train.seed + seed})
                 folder = run_folder(context, step, variant, seed)
-                done = _any_done(folder) if step.tune else _done(seeded, folder)
-                state = "done" if done else "to run" if step.tune or done is None else "to resume"
+                if seed == 0:
+                    _check_inputs(plan, spec)
+                if step.tune and seed == 0:
+                    searched = with_space_base(spec, step.tune["space"])
+                    plan.rows.append(_row(plan, searched, what=f"{step.name}: the search", kind="tune", seed=None,
+                                          epochs=spec.train.epochs * trials,
+                                          note=f"{trials} trials x {spec.train.epochs} epochs, space "
+                                               f"{step.tune['space']} (trials already in its journal are not run "
+                                               f"again; timed with the base model)", state="to run"))  # fmt: skip
+                if step.prune:
+                    asked, epochs = prune_asked(step, context)
+                    parent = made[(step.prune["parent"], seed)]
+                    kept = kept_prune(folder, parent, asked, epochs) if parent != PENDING else None
+                    plan.rows.append(_row(plan, specs[step.prune["parent"]], what=variant.label, kind="prune",
+                                          seed=seed, epochs=epochs, state="done" if kept else "to run",
+                                          note=f"prune {asked['amount']:g} of {step.prune['parent']}"))  # fmt: skip
+                    continue
+                if step.tune:  # the search's best is not known yet: timed as the space's base model
+                    spec = with_space_base(spec, step.tune["space"])
+                done = _any_done(folder) if step.tune else _done(spec, folder)
                 if index == 0:
-                    made[(step.name, seed)] = done or None
-                plan.rows.append(_row(plan, seeded, what=variant.label, kind=spec.kind, seed=seed,
+                    made[(step.name, seed)] = done or PENDING
+                    specs.setdefault(step.name, spec)
+                plan.rows.append(_row(plan, spec, what=variant.label, kind=spec.kind, seed=seed,
                                       epochs=spec.train.epochs, note="the search's best" if step.tune else "",
-                                      state=state))  # fmt: skip
+                                      state="done" if done else "to run" if done is None else "to resume"))
     return plan
 
 
@@ -106,10 +110,6 @@ def _any_done(folder: Path) -> Path | None:
 PENDING = Path("(a run still to be made)")  # a parent not run yet: its children cannot match an existing run
 
 
-def _refs(made: dict[tuple[str, int], Path | None], seed: int, step: str) -> dict[str, Path]:
-    return {name: path or PENDING for (name, s), path in made.items() if s == seed and name != step}
-
-
 def _done(spec: RunSpec, folder: Path) -> Path | bool | None:
     """The completed run of this specification in `folder`; False when there is one to resume; None when none."""
     found = existing_runs(spec, folder)
@@ -119,20 +119,17 @@ def _done(spec: RunSpec, folder: Path) -> Path | bool | None:
     return False if any(status in ("interrupted", "incomplete") for _, status in found) else None
 
 
-def _prune_state(folder: Path) -> str:
-    done = any((p.parent / "summary.json").is_file() for p in folder.glob("*/prune.json"))
-    return "done" if done else "to run"
-
-
 def _row(plan: Plan, spec: RunSpec, *, what: str, kind: str, seed: int | None, epochs: int, note: str,
          state: str) -> dict[str, Any]:  # fmt: skip
+    if spec.kind == "finetune":  # timed and counted with the weights and freezing it will take
+        spec = with_defaults(spec)
     images = train_images(spec)
     speed = _speed(plan, spec) if state != "done" else None  # nothing to time for a run already made
     # a frozen backbone without augmentation trains its head on features computed once: one pass, whatever the epochs
-    passes = 1 if kind == "finetune" and _cached_features(spec) else epochs
+    passes = 1 if kind == "finetune" and caches_features(spec.train, spec.model.freeze == "all") else epochs
     seconds = passes * images / speed if speed else None
     return {"row": what, "seed": seed, "kind": kind, "model": spec.model.name or "(the parent's)",
-            "data": f"{spec.data.dataset} {_side(spec)}px", "epochs": epochs, "train_images": images,
+            "data": f"{spec.data.dataset} {_input(spec).height}px", "epochs": epochs, "train_images": images,
             "images_per_s": round(speed, 1) if speed else None, "seconds": seconds, "state": state, "note": note}
 
 
@@ -150,55 +147,38 @@ def train_images(spec: RunSpec) -> int:
     return int(round(total * share))
 
 
-def _freeze(spec: RunSpec) -> str:
-    return spec.model.freeze or ("none" if spec.model.weights == "none" else "all")  # the finetune kind's default
-
-
-def _cached_features(spec: RunSpec) -> bool:
-    from cnnbench.data.augment import parse_augment
-
-    return spec.train.cache_features and _freeze(spec) == "all" and not parse_augment(spec.train.augment).enabled
-
-
-def _side(spec: RunSpec) -> int:
-    return spec.data.size or get_dataset(spec.data.dataset).size
+def _input(spec: RunSpec):
+    return dataset_input(spec.data.dataset, size=spec.data.size, grayscale=spec.data.grayscale,
+                         classes=spec.data.classes)  # fmt: skip
 
 
 def _speed(plan: Plan, spec: RunSpec) -> float | None:
-    """Training images per second for the run's model at its input and batch, measured once per distinct triple."""
-    entry = get_dataset(spec.data.dataset)
-    side = _side(spec)
-    channels = 1 if spec.data.grayscale else entry.channels
-    classes = spec.data.classes or entry.num_classes
-    batch = min(spec.train.batch_size, SMALL_BATCH if side <= SMALL_SIDE else LARGE_BATCH)
-    key = (spec.kind, spec.model.name, spec.model.head.kind, _freeze(spec) if spec.kind == "finetune" else None,
-           channels, side, classes, batch)  # fmt: skip
+    """Training images per second for the run's model at its input and batch, measured once per distinct model spec
+    and batch."""
+    input_spec = _input(spec)
+    batch = min(spec.train.batch_size, SMALL_BATCH if input_spec.height <= SMALL_SIDE else LARGE_BATCH)
+    key = (spec.kind, spec.model.name, repr(spec.model.head), spec.model.freeze, spec.model.freeze_bn,
+           repr(input_spec), batch)  # fmt: skip
     if key not in plan.speeds:
-        plan.speeds[key] = _measure(spec, channels, side, classes, batch)
+        plan.speeds[key] = _measure(spec, input_spec, batch)
     return plan.speeds[key]
 
 
-def _measure(spec: RunSpec, channels: int, side: int, classes: int, batch: int) -> float | None:
+def _measure(spec: RunSpec, input_spec, batch: int) -> float | None:
     from cnnbench.engine.autotune import training_speed
-    from cnnbench.models import InputSpec, ModelSpec, build, build_model
-    from cnnbench.models.transfer import parse_head, resolve_backbone
+    from cnnbench.models import build, build_model
 
-    name = spec.model.name
-    if name is None:
+    if spec.model.name is None:
         return None
-    input_spec = InputSpec(channels=channels, height=side, width=side, num_classes=classes)
     try:
         if spec.kind == "finetune":  # with its freezing policy: a frozen layer costs its forward pass only
-            head = parse_head(spec.model.head.kind or "linear", units=spec.model.head.units,
-                              pool=spec.model.head.pool, activation=spec.model.head.activation).to_dict()  # fmt: skip
-            model = build(ModelSpec(name=resolve_backbone(name)[0].name, input=input_spec,
-                                    options={"head": head, "freeze": _freeze(spec),
-                                             "freeze_bn": spec.model.freeze_bn}))  # fmt: skip
+            model = build(backbone_spec(spec.model, input_spec)[0])
         else:
-            model, _ = build_model(name, input_spec)
+            model, _ = build_model(spec.model.name, input_spec)
     except UsageError:
         return None  # a model this input cannot take: the run itself will say so
-    return training_speed(model, (channels, side, side), batch, seconds=TIMED_SECONDS)
+    shape = (input_spec.channels, input_spec.height, input_spec.width)
+    return training_speed(model, shape, batch, seconds=TIMED_SECONDS)
 
 
 def _check_inputs(plan: Plan, spec: RunSpec) -> None:
@@ -215,7 +195,7 @@ def _check_inputs(plan: Plan, spec: RunSpec) -> None:
         else:
             state = "downloaded at the start" if spec.data.download and entry.download else "missing"
         plan.data.append({"dataset": entry.name, "root": str(spec.data.root), "files": entry.files, "state": state})
-    if spec.kind == "finetune" and spec.model.weights in (None, "imagenet") and spec.model.name:
+    if spec.kind == "finetune" and with_defaults(spec).model.weights == "imagenet" and spec.model.name:
         backbone = resolve_backbone(spec.model.name)[0].name
         if not any(w["backbone"] == backbone for w in plan.weights):
             path = imagenet_weights_path(backbone)
@@ -227,9 +207,14 @@ def format_plan(plan: Plan) -> str:
     from cnnbench.core.tables import markdown_table
 
     recipe = plan.recipe
+    def time_of(row: dict[str, Any]) -> str:
+        if row["seconds"] is not None:
+            return duration(row["seconds"])
+        return "" if row["state"] == "done" else "?"  # done: nothing timed; "?": a model the plan could not build
+
     cells = [[r["row"], "" if r["seed"] is None else r["seed"], r["kind"], r["model"], r["data"], r["epochs"],
-              f"{r['train_images']:,}", f"{r['images_per_s']:,.0f}" if r["images_per_s"] else "",
-              duration(r["seconds"]) if r["seconds"] is not None else "" if r["state"] == "done" else "?", r["state"]] for r in plan.rows]  # fmt: skip
+              f"{r['train_images']:,}", f"{r['images_per_s']:,.0f}" if r["images_per_s"] else "", time_of(r),
+              r["state"]] for r in plan.rows]  # fmt: skip
     lines = [f"{recipe.title}: plan at scale {recipe.scale} (nothing trained)", "",
              *markdown_table(["row", "seed", "kind", "model", "data", "epochs", "train images", "img/s", "time",
                               "state"], cells, left=("row", "kind", "model", "data", "state")), ""]  # fmt: skip

@@ -16,7 +16,7 @@ from cnnbench.core.environment import git_revision, package_versions
 from cnnbench.core.plots import study_bars
 from cnnbench.core.storage import write_text_atomic
 from cnnbench.core.tables import markdown_table
-from cnnbench.report import collect, format_mean_std, format_number
+from cnnbench.report import PRUNE_MEASURED, collect, format_mean_std, format_number
 from cnnbench.runs.rundir import RunDir
 from cnnbench.studies.context import StudyContext
 from cnnbench.studies.recipes import Recipe, Row, Tally, Variant, aggregate
@@ -84,10 +84,6 @@ def compact_columns(table: dict[str, Any]) -> list[str]:
     return list(table.get("compact") or ["params", headline(table), "seconds_per_epoch"])
 
 
-PARENT_MEASURED = ("nonzero_params", "sparsity", "macs_nonzero", "checkpoint_gzip_bytes", "latency_ms_b1",
-                   "latency_ms_b64")  # fmt: skip
-
-
 def _add_parent_measurements(rows: list[Row], records: dict[Path, dict[str, Any]]) -> None:
     """A pruning step's parent gets the figures its children are measured against (nonzero parameters, compressed
     size, latency), from the prune step's own report: measured in the same session as the children, so they compare;
@@ -105,7 +101,7 @@ def _add_parent_measurements(rows: list[Row], records: dict[Path, dict[str, Any]
         for parent in table[table["role"] == "parent"].to_dict(orient="records"):
             record = records.get(Path(str(parent.get("path"))).resolve())
             if record is not None:
-                record.update({k: parent[k] for k in PARENT_MEASURED if k in parent and not _is_number(record.get(k))})
+                record.update({k: parent[k] for k in PRUNE_MEASURED if k in parent and not _is_number(record.get(k))})
 
 
 def _variants_of(rows: list[Row], table: str) -> list[Variant]:
@@ -192,7 +188,8 @@ def _compare(table: dict[str, Any], metric: str, order: list[str], ours: dict[st
     """One sentence: the seed's order (worst first), ours beside it, and whether it holds (every pair the same way;
     two rows the seed gave the same figure are not an order)."""
     figures = figures or {}
-    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1:] if not (a in figures and figures[a] == figures.get(b))]
+    pairs = [(a, b) for i, a in enumerate(order) for b in order[i + 1:]
+             if not (a in figures and figures[a] == figures.get(b))]  # fmt: skip
     if not pairs:  # the seed gave every row the same figure: no order to hold or break
         return None
     flips = [(a, b) for a, b in pairs if not ours[a] < ours[b]]
@@ -232,7 +229,8 @@ def _header(recipe: Recipe, context: StudyContext, rows: list[Row], records: dic
     lines = [f"# {recipe.title}: reproduced with cnnbench", ""]
     weights = f" Pretrained weights: {recipe.weights_note}." if recipe.weights_note else ""
     if recipe.scale == "smoke":
-        lines += [f"**Smoke run on stand-in data.**{weights} Data: {recipe.data_note}. Every figure of ours below comes from that "
+        lines += [f"**Smoke run on stand-in data.**{weights} Data: {recipe.data_note}. Every figure of ours below "
+                  f"comes from that "
                   f"stand-in, with fewer epochs and search trials than the seed used; the original figures are the "
                   f"seed's, on its real data. Compare the shape of the results (which model or policy wins, what "
                   f"collapses), not the numbers. `make {recipe.name} SCALE=full` runs it on the real data.", ""]  # fmt: skip

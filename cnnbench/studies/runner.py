@@ -176,12 +176,17 @@ def _search(recipe: Recipe, step: Step, variant: Variant, context: StudyContext,
     return RunSpec.from_dict(best["spec"])
 
 
-def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally: Tally) -> Path:
+def prune_asked(step: Step, context: StudyContext) -> tuple[dict[str, Any], int]:
+    """What a pruning step asks of its parent (method, layers, schedule, amount) and its fine-tuning epochs."""
     options = step.prune or {}
-    amount = float(options["amount"])
     epochs = context.epochs if context.epochs is not None else int(options.get("finetune_epochs", 2))
     asked = {"method": options.get("method", "magnitude"), "layers": options.get("layers", "conv,linear"),
-             "schedule": options.get("schedule", "oneshot"), "amount": amount}  # fmt: skip
+             "schedule": options.get("schedule", "oneshot"), "amount": float(options["amount"])}  # fmt: skip
+    return asked, epochs
+
+
+def kept_prune(folder: Path, parent: Path, asked: dict[str, Any], epochs: int) -> Path | None:
+    """The completed pruned run in `folder` of `parent`, as `asked`, fine-tuned for `epochs`; None when none is."""
     for path in sorted(folder.glob("*/config.json"), reverse=True):
         run_dir = RunDir(path.parent)
         try:
@@ -192,8 +197,17 @@ def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally:
         if (run_dir.status() == "completed" and config.parent == str(parent.resolve())
                 and {k: record.get(k) for k in asked} == asked
                 and (config.spec or {}).get("train", {}).get("epochs") == epochs):  # fmt: skip
-            tally.kept += 1
             return run_dir.path
+    return None
+
+
+def _prune(step: Step, parent: Path, folder: Path, context: StudyContext, tally: Tally) -> Path:
+    asked, epochs = prune_asked(step, context)
+    kept = kept_prune(folder, parent, asked, epochs)
+    if kept is not None:
+        tally.kept += 1
+        return kept
+    amount = asked["amount"]
     prune_options = PruneOptions(method=asked["method"], layers=asked["layers"], amounts=(amount,),
                                  schedule=asked["schedule"],
                                  finetune_epochs=epochs, repeats=3, report_dir=folder / "report")  # fmt: skip
