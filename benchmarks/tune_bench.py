@@ -46,11 +46,10 @@ S1_RECIPE = {"train.optimizer": "adam", "train.lr": 1e-3, "train.batch_size": 25
 DATASETS = {"digits": (28, "digits at 28x28 (1,797 images; 1,078 train / 360 val / 359 test)"),
             "shapes-small": (32, "shapes-small at 32x32 (2,000 generated colour images of ten shape kinds; 1,400 "
                                  "train / 300 val / 300 test)")}  # fmt: skip
-DATASET = "digits"  # main() sets --dataset here
 
 
-def base(root: Path, epochs: int, **values):
-    return resolve({"data.dataset": DATASET, "data.size": DATASETS[DATASET][0], "data.root": root,
+def base(root: Path, epochs: int, dataset: str = "digits", **values):
+    return resolve({"data.dataset": dataset, "data.size": DATASETS[dataset][0], "data.root": root,
                     "train.epochs": epochs, "train.batch_size": 128, "train.lr": 3e-3, **values})  # fmt: skip
 
 
@@ -66,7 +65,7 @@ def test_runs(spec, out: Path, seeds: int) -> list[dict]:
 
 
 def architecture_search(root: Path, work: Path, space_name: str, trials: int, epochs: int, final_epochs: int,
-                        seeds: int) -> list[str]:  # fmt: skip
+                        seeds: int, dataset: str = "digits") -> list[str]:  # fmt: skip
     """Search each S1 budget, then train the best configuration (its architecture and, with arch-recipe, its
     recipe) and the seed's hand design (with S1's recipe) for `final_epochs` with the same seeds, scored once on
     test. The verdict asks for a margin of more than two standard deviations (the larger of the two groups')."""
@@ -76,9 +75,9 @@ def architecture_search(root: Path, work: Path, space_name: str, trials: int, ep
     for budget, seed_model in SEEDS_MODELS.items():
         options = TuneOptions(study=f"{space_name}-{budget}", folder=work / f"{space_name}-{budget}",
                               n_trials=trials, max_params=budget, sampler="tpe", pruner="hyperband")  # fmt: skip
-        summary = tune(base(root, epochs, **{"model.name": "arch"}), space_name, space, options)
+        summary = tune(base(root, epochs, dataset, **{"model.name": "arch"}), space_name, space, options)
         best = RunSpec.from_dict(summary["best"]["spec"]).with_values({"train.epochs": final_epochs})
-        hand = base(root, final_epochs, **{"model.name": seed_model, **S1_RECIPE})
+        hand = base(root, final_epochs, dataset, **{"model.name": seed_model, **S1_RECIPE})
         found, seeded = test_runs(best, work / "final", seeds), test_runs(hand, work / "final", seeds)
         mean = {name: statistics.fmean(r["accuracy"] for r in rows) for name, rows in (("s", found), ("h", seeded))}
         std = {name: statistics.stdev(r["accuracy"] for r in rows) if seeds > 1 else 0.0
@@ -103,7 +102,8 @@ def _flat(section: dict, prefix: str = "") -> dict:
     return out
 
 
-def overhead_and_pruning(root: Path, work: Path, trials: int, epochs: int, seeds: int) -> list[str]:
+def overhead_and_pruning(root: Path, work: Path, trials: int, epochs: int, seeds: int,
+                         dataset: str = "digits") -> list[str]:  # fmt: skip
     """The same random search with and without the median pruner (its default warm-up), once per sampler seed: the
     epochs each trained, its wall time and the best validation accuracy it reached; and the per-trial overhead."""
     space = parse_space({"train.lr": {"float": [1e-4, 1e-1], "log": True}, "model.dropout": {"float": [0.0, 0.6]},
@@ -114,7 +114,7 @@ def overhead_and_pruning(root: Path, work: Path, trials: int, epochs: int, seeds
             options = TuneOptions(study=f"pruner-{pruner}-{seed}", folder=work / f"pruner-{pruner}-{seed}",
                                   n_trials=trials, pruner=pruner, seed=seed)  # fmt: skip
             started = time.perf_counter()
-            summary = tune(base(root, epochs, **{"model.name": "mnist-7498"}), "lr", space, options)
+            summary = tune(base(root, epochs, dataset, **{"model.name": "mnist-7498"}), "lr", space, options)
             wall = time.perf_counter() - started
             epochs_run, overheads = 0, []
             with open(options.folder / "trials.csv") as handle:
@@ -148,8 +148,6 @@ def main() -> None:
     parser.add_argument("--dataset", choices=tuple(DATASETS), default="digits")
     parser.add_argument("--out", type=Path, default=ROOT / "results")
     args = parser.parse_args()
-    global DATASET
-    DATASET = args.dataset
     # trials, search epochs, final epochs (S1's 100), seeds, trials of the pruning comparison
     trials, epochs, final, seeds, pruning_trials = ((2, 1, 1, 1, 2) if args.smoke else (12, 10, 30, 3, 16)
                                                     if args.quick else (40, 20, 100, 5, 40))  # fmt: skip
@@ -157,10 +155,10 @@ def main() -> None:
         work = Path(scratch)
         root = work / "data"
         scale = "smoke run" if args.smoke else "quick subset" if args.quick else "full run"
-        header = f"{DATASETS[DATASET][1]}, CPU; {scale}; {time.strftime('%Y-%m-%d')}"
-        search = (architecture_search(root, work, args.space, trials, epochs, final, seeds)
+        header = f"{DATASETS[args.dataset][1]}, CPU; {scale}; {time.strftime('%Y-%m-%d')}"
+        search = (architecture_search(root, work, args.space, trials, epochs, final, seeds, args.dataset)
                   if args.part != "pruning" else [])  # fmt: skip
-        pruning = overhead_and_pruning(root, work, pruning_trials, epochs, 1 if args.smoke else 3) \
+        pruning = overhead_and_pruning(root, work, pruning_trials, epochs, 1 if args.smoke else 3, args.dataset) \
             if args.part != "arch" else []  # fmt: skip
     text = "\n".join([header, "", f"`tune --space {args.space}` (TPE, hyperband trial pruning, {trials} trials of "
                       f"{epochs} epochs) under each S1 budget; the best configuration and the seed's hand design "
@@ -169,7 +167,7 @@ def main() -> None:
                       "trial over lr, dropout and batch size (mnist-7498), random sampler, with and without the median "
                       "pruner (default warm-up), per sampler seed:", "",
                       *pruning, ""])  # fmt: skip
-    suffix = ("" if args.part == "all" else "_" + args.part) + ("" if DATASET == "digits" else "_" + DATASET)
+    suffix = ("" if args.part == "all" else "_" + args.part) + ("" if args.dataset == "digits" else "_" + args.dataset)
     write_text_atomic(args.out / f"tune_bench{suffix}.md", text)
     print(text)
 
