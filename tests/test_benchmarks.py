@@ -55,6 +55,14 @@ def test_finetune_cache_measures_a_cached_frozen_backbone():
     assert result["cached"] and result["epoch_s"] > 0
 
 
+def test_batchnorm_speed_times_both_paths_on_a_narrow_input():
+    import torch
+    import batchnorm_speed
+
+    theirs, ours = batchnorm_speed.time_pair((8, 8, 5), torch.float32, windows=1, passes=1)
+    assert theirs > 0 and ours > 0
+
+
 @pytest.mark.parametrize("script", ["against_keras.py", "engine_ab.py", "precision_accuracy.py"])
 def test_the_scripts_not_run_above_answer_help(script):
     """Each spawns processes or trains for minutes; their arguments and imports are checked here."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnbench.engine import dense_layers_in_fp32
-from cnnbench.models.layers import Dropout
+from cnnbench.models.layers import BatchNorm2d, Dropout
 
 
 def test_dropout_drops_the_requested_fraction_and_keeps_the_expected_value():
@@ -165,3 +165,92 @@ def test_a_run_without_a_thread_choice_gets_the_default_back():
         assert torch.get_num_threads() == DEFAULT_THREADS
     finally:
         torch.set_num_threads(DEFAULT_THREADS)
+
+
+# --- the narrow channels_last BatchNorm ---------------------------------------------------------------------------
+
+
+def _twin_batchnorms(channels: int, **options) -> tuple[nn.BatchNorm2d, BatchNorm2d]:
+    torch.manual_seed(1)
+    ours = BatchNorm2d(channels, **options)
+    if ours.affine:
+        nn.init.uniform_(ours.weight, 0.5, 1.5)
+        nn.init.uniform_(ours.bias, -0.5, 0.5)
+    reference = nn.BatchNorm2d(channels, **options)
+    reference.load_state_dict(ours.state_dict())
+    return reference, ours
+
+
+def _step(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().clone().requires_grad_()
+    y = layer.train()(x)
+    y.backward(grad)
+    return y, x.grad
+
+
+@pytest.mark.parametrize("channels", [1, 3, 8, 12])
+@pytest.mark.parametrize("affine", [True, False])
+def test_narrow_batchnorm_trains_as_pytorchs_does(channels, affine):
+    """Output, input gradient, weight and bias gradients, running statistics and their count, over three steps, on
+    inputs with a large mean (where a one-pass variance would lose its digits), in fp32."""
+    reference, ours = _twin_batchnorms(channels, affine=affine)
+    for step in range(3):
+        torch.manual_seed(10 + step)
+        x = (torch.randn(6, channels, 7, 5) * 0.5 + 40.0).contiguous(memory_format=torch.channels_last)
+        grad = torch.randn(6, channels, 7, 5).contiguous(memory_format=torch.channels_last)
+        y_ref, dx_ref = _step(reference, x, grad)
+        y, dx = _step(ours, x, grad)
+        assert y.is_contiguous(memory_format=torch.channels_last) and dx.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(dx, dx_ref, rtol=1e-3, atol=1e-4)
+    if affine:
+        # sums over 3 x 210 products, each kernel rounding in its own order
+        torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-3, atol=1e-3)
+    for name in ("running_mean", "running_var"):
+        torch.testing.assert_close(getattr(ours, name), getattr(reference, name), rtol=1e-5, atol=1e-5)
+    assert int(ours.num_batches_tracked) == int(reference.num_batches_tracked) == 3
+
+
+def test_narrow_batchnorm_in_bf16_rounds_as_pytorchs_does():
+    """A bf16 input (bf16 autocast) comes out in bf16, within one bf16 rounding of PyTorch's mixed-precision kernel."""
+    reference, ours = _twin_batchnorms(8)
+    torch.manual_seed(3)
+    x = torch.randn(16, 8, 13, 13).bfloat16().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(16, 8, 13, 13).bfloat16().contiguous(memory_format=torch.channels_last)
+    (y_ref, dx_ref), (y, dx) = _step(reference, x, grad), _step(ours, x, grad)
+    assert y.dtype == dx.dtype == torch.bfloat16
+    torch.testing.assert_close(y.float(), y_ref.float(), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(dx.float(), dx_ref.float(), rtol=0.02, atol=0.02)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad, rtol=0.02, atol=0.05)
+
+
+def test_batchnorm_takes_pytorchs_path_where_that_is_the_fast_or_the_only_one():
+    """Contiguous (NCHW) inputs, 16 channels or more, evaluation, tracing and one value per channel all run PyTorch's
+    own batch norm: the custom step is only where it was measured faster, and an export sees the standard operator."""
+    layer = BatchNorm2d(8)
+
+    def runs_custom(module: nn.Module, x: torch.Tensor) -> bool:
+        return "_BatchNormTraining" in type(module(x.requires_grad_()).grad_fn).__name__
+
+    cl = torch.randn(4, 8, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert runs_custom(layer.train(), cl)
+    assert not runs_custom(layer.train(), torch.randn(4, 8, 5, 5))
+    assert not runs_custom(layer.eval(), cl)
+    wide = torch.randn(4, 16, 5, 5).contiguous(memory_format=torch.channels_last)
+    assert not runs_custom(BatchNorm2d(16).train(), wide)
+    traced = torch.jit.trace(BatchNorm2d(8).train(), cl)
+    assert "batch_norm" in str(traced.graph)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        layer.train()(torch.randn(1, 8, 1, 1).contiguous(memory_format=torch.channels_last))
+
+
+def test_the_zoo_builds_the_fast_batchnorm_with_pytorchs_state_dict():
+    from cnnbench.models import build_model
+    from cnnbench.models.zoo import InputSpec
+
+    model, _ = build_model("mnist-7498", InputSpec(channels=1, height=28, width=28, num_classes=10))
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 3 and all(type(m) is BatchNorm2d for m in norms)
+    plain = nn.BatchNorm2d(8)
+    assert set(norms[0].state_dict()) == set(plain.state_dict())

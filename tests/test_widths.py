@@ -36,7 +36,7 @@ def narrow(model: nn.Module, producer: str, consumer: str, keep: list[int], *, n
         _set(model, producer, new)
         if norm is not None:
             old_norm = model.get_submodule(norm)
-            new_norm = nn.BatchNorm2d(len(keep))
+            new_norm = type(old_norm)(len(keep))  # the class kept, as Torch-Pruning narrows a layer in place
             for key, value in old_norm.state_dict().items():
                 getattr(new_norm, key).copy_(value if key == "num_batches_tracked" else value[index])
             _set(model, norm, new_norm)

@@ -16,7 +16,8 @@ from typing import Any
 
 from cnnbench.core.storage import write_json_atomic
 
-PROBE_VERSION = 4  # part of the cache key: raise it when the engine's speed or the probe changes (4: machine, rounds)
+PROBE_VERSION = 5  # part of the cache key: raise it when the engine's speed or the probe changes (4: machine, rounds;
+# 5: the narrow channels_last BatchNorm, which moves the balance between the formats)
 
 
 def cache_path() -> Path:

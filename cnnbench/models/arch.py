@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from cnnbench.core.errors import UsageError
-from cnnbench.models.layers import Dropout
+from cnnbench.models.layers import BatchNorm2d, Dropout
 from cnnbench.models.zoo import Classifier, InputSpec
 
 
@@ -82,7 +82,7 @@ def arch_net(spec: InputSpec, *, arch: dict[str, Any], dropout: float = 0.0) -> 
             layers.append(nn.MaxPool2d(2))  # before the ReLU: the same function, a quarter of the ReLU work
         layers.append(nn.ReLU())
         if arch["batchnorm"]:
-            layers.append(nn.BatchNorm2d(cout))
+            layers.append(BatchNorm2d(cout))
         cin = cout
     if arch["features"] == "avg":
         layers.append(nn.AdaptiveAvgPool2d(1))

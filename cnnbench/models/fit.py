@@ -15,7 +15,7 @@ import math
 from torch import nn
 
 from cnnbench.core.errors import UsageError
-from cnnbench.models.layers import Dropout
+from cnnbench.models.layers import BatchNorm2d, Dropout
 from cnnbench.models.zoo import Classifier, InputSpec, pool_relu
 
 MAX_WIDTH = 4096
@@ -32,7 +32,7 @@ def fit_net(spec: InputSpec, *, width: int, dropout: float = FIT_DROPOUT) -> nn.
     for stage in range(stages_for(spec)):
         cout = width * 2**stage
         for index in range(2):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)]
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), BatchNorm2d(cout)]
             layers += pool_relu() if index == 1 else [nn.ReLU(inplace=True)]  # pool before ReLU: see pool_relu
             cin = cout
     layers += [nn.AdaptiveAvgPool2d(1)]

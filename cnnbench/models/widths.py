@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from cnnbench.models.families import FAMILIES, ModelSpec
+from cnnbench.models.layers import BatchNorm2d
 
 _CONV_SIZES = ("in_channels", "out_channels", "groups")
 # Exact classes, not subclasses: a subclass may take other constructor arguments than the ones _resized passes.
@@ -24,6 +25,7 @@ RESIZABLE: dict[type[nn.Module], tuple[str, ...]] = {
     nn.Conv1d: _CONV_SIZES, nn.Conv2d: _CONV_SIZES, nn.Conv3d: _CONV_SIZES,
     nn.Linear: ("in_features", "out_features"),
     nn.BatchNorm1d: ("num_features",), nn.BatchNorm2d: ("num_features",), nn.BatchNorm3d: ("num_features",),
+    BatchNorm2d: ("num_features",),  # the zoo's: nn.BatchNorm2d's constructor and sizes, a faster CPU training step
 }  # fmt: skip
 
 

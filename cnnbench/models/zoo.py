@@ -20,7 +20,7 @@ from torch import nn
 
 from cnnbench.core.errors import UsageError
 from cnnbench.data.catalog import InputSpec  # what the data tells a model: defined with the datasets
-from cnnbench.models.layers import Dropout
+from cnnbench.models.layers import BatchNorm2d, Dropout
 from cnnbench.core.registry import Registry
 
 
@@ -140,7 +140,7 @@ def mnist_7498(spec: InputSpec, *, dropout: float | None = 0.3) -> nn.Module:
     layers: list[nn.Module] = []
     cin = spec.channels
     for cout in (8, 16, 32):
-        layers += [_conv(cin, cout, 3), *pool_relu(), nn.BatchNorm2d(cout)]
+        layers += [_conv(cin, cout, 3), *pool_relu(), BatchNorm2d(cout)]
         cin = cout
     features = nn.Sequential(*layers)
     flat = feature_size("mnist-7498", features, spec)
@@ -169,7 +169,7 @@ def cifar_basic(spec: InputSpec, *, dropout: float | None = 0.5) -> nn.Module:
     def block(cin: int, cout: int, k: int, drop: float) -> list[nn.Module]:
         # The report's order, kept as is: Conv -> ReLU -> BN -> LeakyReLU -> MaxPool -> Dropout.
         return [
-            _conv(cin, cout, k), nn.ReLU(), nn.BatchNorm2d(cout), nn.LeakyReLU(0.3),
+            _conv(cin, cout, k), nn.ReLU(), BatchNorm2d(cout), nn.LeakyReLU(0.3),
             nn.MaxPool2d(2), Dropout(drop),
         ]  # fmt: skip
 
