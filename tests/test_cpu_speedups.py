@@ -254,3 +254,14 @@ def test_the_zoo_builds_the_fast_batchnorm_with_pytorchs_state_dict():
     assert len(norms) == 3 and all(type(m) is BatchNorm2d for m in norms)
     plain = nn.BatchNorm2d(8)
     assert set(norms[0].state_dict()) == set(plain.state_dict())
+
+
+def test_narrow_batchnorm_output_takes_an_inplace_relu():
+    """fit models put ReLU(inplace=True) after their BatchNorm: the output must be a tensor of its own, not a view."""
+    reference, ours = _twin_batchnorms(8)
+    x = torch.randn(4, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(4, 8, 6, 6)
+    (y_ref, dx_ref), (y, dx) = (_step(nn.Sequential(layer, nn.ReLU(inplace=True)), x, grad)
+                                for layer in (reference, ours))  # fmt: skip
+    torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-3, atol=1e-4)

@@ -89,10 +89,17 @@ class _BatchNormTraining(torch.autograd.Function):
         var = normalized.square().sum(0).div_(pixels)  # biased, as the normalisation uses it
         rstd = (var + eps).rsqrt_()
         normalized.mul_(rstd)
-        y = torch.addcmul(bias, normalized, weight) if weight is not None and bias is not None else normalized
+        # The output is a tensor of its own, not a view of one made here: a ReLU(inplace=True) after it (fit models)
+        # may then write into it. Written in x's dtype straight from the fp32 arithmetic.
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        rows = y.permute(0, 2, 3, 1).view(pixels, channels)
+        if weight is not None and bias is not None:
+            torch.addcmul(bias, normalized, weight, out=rows)
+        else:
+            rows.copy_(normalized)
         ctx.save_for_backward(normalized, rstd, weight)
         ctx.mark_non_differentiable(mean, var)
-        return y.to(x.dtype).view(batch, height, width, channels).permute(0, 3, 1, 2), mean, var
+        return y, mean, var
 
     @staticmethod
     @once_differentiable
