@@ -6,8 +6,8 @@
 One forward and backward pass of each layer on the same tensor, timed in windows that alternate between the two
 layers (a disturbance lands on both), with the allocator setting the trainer uses. The figure is the median window in
 milliseconds per pass; the ratio is PyTorch's over cnnbench's. It decides `layers.NARROW_CHANNELS`: below it, the layer
-takes cnnbench's path; cnnbench's path is timed at every width, so the shapes with 16 channels show why it stops there. Run it alone: on a 2-core machine anything else
-running skews it.
+takes cnnbench's path; cnnbench's path is timed at every width, so the shapes with 16 channels show why it stops there.
+Run it alone: on a 2-core machine anything else running skews it.
 """
 
 from __future__ import annotations
@@ -69,15 +69,14 @@ def main() -> None:
 
     from cnnbench.engine.autotune import machine
     from cnnbench.engine.device import keep_freed_memory_for_reuse
+    from cnnbench.models.layers import NARROW_CHANNELS
 
     keep_freed_memory_for_reuse()  # as the trainer runs
     about = machine()
     print(f"{about['cpu']} ({', '.join(about['flags']) or 'no listed flags'}), {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; median of {args.windows} alternated windows of {args.passes} passes")  # fmt: skip
+          f"torch {torch.__version__}; median of {args.windows} alternated windows of {args.passes} passes")
     print("\n| input | dtype | PyTorch ms | cnnbench's path ms | PyTorch / cnnbench | the layer takes |")
     print("|---|---|---:|---:|---:|---|")
-    from cnnbench.models.layers import NARROW_CHANNELS
-
     for shape in QUICK if args.quick else SHAPES:
         for dtype in (torch.bfloat16, torch.float32):
             theirs, ours = time_pair(shape, dtype, args.windows, args.passes)

@@ -47,8 +47,9 @@ def main() -> None:
     if model.input_shape[1:] != data["x_train"].shape[1:]:
         raise SystemExit(f"{args.model} takes {model.input_shape[1:]}, the data is {data['x_train'].shape[1:]}")
     binary = classes == 2
-    model.compile(keras.optimizers.Adam(args.lr), "binary_crossentropy" if binary else "sparse_categorical_crossentropy",
-                  metrics=["accuracy"])  # fmt: skip
+    loss = "binary_crossentropy" if binary else "sparse_categorical_crossentropy"
+    model.compile(keras.optimizers.Adam(args.lr), loss, metrics=["accuracy"])
+
     class Watch(keras.callbacks.Callback):
         """The test accuracy after each epoch, its own time kept off the clock; training stops at the target."""
 
@@ -69,6 +70,7 @@ def main() -> None:
     seconds = time.perf_counter() - start - watch.off_clock
     print(json.dumps({"seconds": seconds if watch.reached else float("nan"), "epochs": watch.reached or args.max_epochs,
                       "framework": f"keras {keras.__version__}"}))
+
 
 if __name__ == "__main__":
     main()

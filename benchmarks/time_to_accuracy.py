@@ -33,6 +33,7 @@ from cnnbench.data.augment import AugmentSpec
 from cnnbench.data.prepare import PrepareOptions, load_or_prepare
 from cnnbench.engine import Preprocess, build_trainer, make_batches, predict, select_device
 from cnnbench.models import build_model
+from cnnbench.core.errors import UsageError
 from cnnbench.core.storage import write_text_atomic
 from cnnbench.runs.resources import apply_threads, choose_format
 from cnnbench.runs.pipeline import seed_everything
@@ -103,19 +104,18 @@ def idiomatic_run(prepared, args, seed: int, device) -> tuple[float, int]:
 
 
 def keras_arrays(prepared, folder: Path) -> Path:
-    """The train and test splits as cnnbench's engine sees them (scaled to [0, 1], normalised by the train split's
-    mean and std), in NHWC float32 for Keras, in an .npz file in `folder`."""
+    """The train and test splits as cnnbench's engine sees them (its own Preprocess: scaled and normalised by the train
+    split's mean and std), in NHWC float32 for Keras, in an .npz file in `folder`."""
     import numpy as np
 
     path = folder / "keras-data.npz"
     if not path.exists():
-        mean = torch.tensor(prepared.mean).view(1, -1, 1, 1)
-        std = torch.tensor(prepared.std).view(1, -1, 1, 1)
+        preprocess = Preprocess(prepared.mean, prepared.std, torch.device("cpu"), augment=AugmentSpec(),
+                                channels_last=True)  # NHWC memory: the permute below is a view  # fmt: skip
         arrays = {}
         for split in ("train", "test"):
             data = prepared.splits[split]
-            images = (data.images.float() / 255 - mean) / std
-            arrays[f"x_{split}"] = images.permute(0, 2, 3, 1).contiguous().numpy()
+            arrays[f"x_{split}"] = preprocess(data.images).permute(0, 2, 3, 1).numpy()
             arrays[f"y_{split}"] = data.labels.numpy()
         np.savez(path, **arrays)
     return path
@@ -150,7 +150,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.keras_python is not None and not args.keras_python.exists():
         parser.error(f"--keras-python {args.keras_python} does not exist")
-    device = select_device(args.device)
+    try:
+        device = select_device(args.device)
+    except UsageError as error:  # no such device here: one line, as the CLI says it
+        parser.error(str(error))
+    if args.keras_python is not None and device.type != "cpu":
+        parser.error(f"--keras-python runs Keras on the CPU: add --device cpu (the device was {device.type})")
     loops = [("idiomatic", idiomatic_run), ("cnnbench", cnnbench_run)]
     if args.keras_python is not None:
         loops.insert(0, ("keras", keras_run))
@@ -173,8 +178,9 @@ def main() -> None:
              f"seeds, {where}, torch {torch.__version__}", "",
              "| loop | training seconds | epochs |", "|---|---:|---:|"]  # fmt: skip
     lines += [f"| {name} | {s:.2f} | {e:g} |" for name, (s, e) in rows.items()]
-    lines.append(f"\ncnnbench reaches it {rows['idiomatic'][0] / rows['cnnbench'][0]:.1f}x sooner than the idiomatic loop"
-                 + (f", {rows['keras'][0] / rows['cnnbench'][0]:.1f}x sooner than Keras" if "keras" in rows else "") + ".")
+    sooner = [f"{rows[name][0] / rows['cnnbench'][0]:.1f}x sooner than {label}"
+              for name, label in (("idiomatic", "the idiomatic loop"), ("keras", "Keras")) if name in rows]
+    lines.append(f"\ncnnbench reaches it {', '.join(sooner)}.")
     write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -63,7 +63,9 @@ def test_batchnorm_speed_times_both_paths_on_a_narrow_input():
     assert theirs > 0 and ours > 0
 
 
-@pytest.mark.parametrize("script", ["against_keras.py", "engine_ab.py", "precision_accuracy.py", "keras_time_to_accuracy.py"])
+@pytest.mark.parametrize(
+    "script", ["against_keras.py", "engine_ab.py", "precision_accuracy.py", "keras_time_to_accuracy.py"]
+)
 def test_the_scripts_not_run_above_answer_help(script):
     """Each spawns processes or trains for minutes; their arguments and imports are checked here."""
     import subprocess

@@ -200,7 +200,7 @@ def test_narrow_batchnorm_trains_as_pytorchs_does(channels, affine):
         grad = torch.randn(6, channels, 7, 5).contiguous(memory_format=torch.channels_last)
         y_ref, dx_ref = _step(reference, x, grad)
         y, dx = _step(ours, x, grad)
-        assert y.is_contiguous(memory_format=torch.channels_last) and dx.is_contiguous(memory_format=torch.channels_last)
+        assert all(t.is_contiguous(memory_format=torch.channels_last) for t in (y, dx))
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(dx, dx_ref, rtol=1e-3, atol=1e-4)
     if affine:
