@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnbench.engine import dense_layers_in_fp32
-from cnnbench.models.layers import BatchNorm2d, Dropout
+from cnnbench.models import native
+from cnnbench.models.layers import BatchNorm2d, Dropout, MaxPool2d
 
 
 def test_dropout_drops_the_requested_fraction_and_keeps_the_expected_value():
@@ -265,3 +267,121 @@ def test_narrow_batchnorm_output_takes_an_inplace_relu():
                                 for layer in (reference, ours))  # fmt: skip
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(dx, dx_ref, rtol=1e-3, atol=1e-4)
+
+
+needs_compiler = pytest.mark.skipif(native.kernels() is None, reason="no C++ compiler here: PyTorch's pooling is used")
+
+
+def _pool_step(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, str]:
+    x = x.detach().clone().requires_grad_()
+    y = layer(x)
+    y.backward(grad)
+    return y.detach(), x.grad, type(y.grad_fn).__name__
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("shape", [(4, 8, 26, 26), (3, 16, 11, 11), (2, 32, 3, 3), (2, 5, 9, 7), (2, 1, 4, 5),
+                                   (2, 256, 6, 6), (1, 3, 2, 2)])  # fmt: skip
+def test_native_max_pool_gives_pytorchs_outputs_and_gradients_bit_for_bit(dtype, shape):
+    """The zoo's channel counts (their own compiled loops) and others, odd sides (the last row and column fall out of
+    every window and get zero gradient), ties (the first in the window wins), NaNs (they win) and signed zeros."""
+    torch.manual_seed(0)
+    x = torch.randn(shape).round_().to(dtype)  # rounded: many ties within a window
+    x[0, 0, 0, :2] = float("nan")
+    x[0, 0, 1, :2] = torch.tensor([-0.0, 0.0])  # a tie of zeros: the first, -0.0, wins
+    x = x.contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(shape[0], shape[1], shape[2] // 2, shape[3] // 2).to(dtype)
+    y_ref, dx_ref, _ = _pool_step(nn.MaxPool2d(2), x, grad)
+    y, dx, path = _pool_step(MaxPool2d(2), x, grad)
+    assert path == "_MaxPool2x2Backward"
+    assert y.is_contiguous(memory_format=torch.channels_last) and dx.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0, equal_nan=True)  # NaN payloads may differ; NaN stays NaN
+    numbers = ~y_ref.isnan()
+    assert torch.equal(y.signbit()[numbers], y_ref.signbit()[numbers])  # -0.0 stays -0.0
+    assert torch.equal(dx, dx_ref)
+
+
+@needs_compiler
+def test_native_max_pool_agrees_under_autocast_on_any_number_of_threads():
+    """bf16 from a convolution under autocast, as in training; the kernel splits rows between torch's threads."""
+    x = torch.randn(8, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(8, 16, 6, 6, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    layers = [nn.Sequential(nn.Conv2d(16, 16, 1), pool) for pool in (nn.MaxPool2d(2), MaxPool2d(2))]
+    layers[1][0].load_state_dict(layers[0][0].state_dict())
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                (y_ref, dx_ref, _), (y, dx, path) = (_pool_step(layer, x, grad) for layer in layers)
+            assert path == "_MaxPool2x2Backward" and y.dtype == torch.bfloat16
+            assert torch.equal(y, y_ref) and torch.equal(dx, dx_ref)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_max_pool_takes_pytorchs_path_where_the_kernel_does_not_apply(monkeypatch):
+    """NCHW inputs, other windows, strides, padding, ceil mode, indices, fp16, tracing and a machine without the
+    kernel all run PyTorch's pooling, with its results."""
+    cl = torch.randn(2, 8, 7, 7).contiguous(memory_format=torch.channels_last)
+    others = [(MaxPool2d(2), torch.randn(2, 8, 7, 7)), (MaxPool2d(3), cl), (MaxPool2d(2, stride=1), cl),
+              (MaxPool2d(2, padding=1), cl), (MaxPool2d(2, ceil_mode=True), cl),
+              (MaxPool2d(2), cl.half())]  # fmt: skip
+    for layer, x in others:
+        y, dx, path = _pool_step(layer, x, torch.ones_like(F.max_pool2d(x, layer.kernel_size, layer.stride,
+                                                                      layer.padding, ceil_mode=layer.ceil_mode)))
+        assert path == "MaxPool2DWithIndicesBackward0", layer
+        assert torch.equal(y, layer.__class__.__mro__[1].forward(layer, x))
+    assert isinstance(MaxPool2d(2, return_indices=True)(cl), tuple)
+    traced = torch.jit.trace(MaxPool2d(2), cl)
+    assert "max_pool2d" in str(traced.graph)
+    monkeypatch.setattr(native, "kernels", lambda: None)
+    assert _pool_step(MaxPool2d(2), cl, torch.ones(2, 8, 3, 3))[2] == "MaxPool2DWithIndicesBackward0"
+
+
+def test_the_zoo_pools_with_the_fast_max_pool():
+    from cnnbench.models import build_model
+    from cnnbench.models.zoo import InputSpec
+
+    for name in ("mnist-7498", "cifar-simple", "cifar-basic"):
+        model, _ = build_model(name, InputSpec(channels=3, height=32, width=32, num_classes=10))
+        pools = [m for m in model.modules() if isinstance(m, nn.MaxPool2d)]
+        assert pools and all(type(m) is MaxPool2d for m in pools), name
+
+
+_LOAD_KERNELS = "from cnnbench.models import native; print(native.kernels() is not None)"
+
+
+@needs_compiler
+def test_the_kernel_is_compiled_once_per_machine_and_then_loaded(tmp_path):
+    """A second process loads the cached library: the compiler (a wrapper that counts its calls) runs once."""
+    real = next(shutil.which(c) for c in ("c++", "g++", "clang++") if shutil.which(c))
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "cxx"
+    wrapper.write_text(f'#!/bin/sh\necho called >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path / "cache"), "CXX": str(wrapper)}
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-c", _LOAD_KERNELS], env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert done.stdout.strip() == "True", done.stderr
+    assert calls.read_text().splitlines() == ["called"]
+    assert [p.suffix for p in (tmp_path / "cache" / "native").iterdir()] == [".so"]  # no scratch file left beside it
+
+
+def test_without_a_working_compiler_or_when_switched_off_pytorchs_pooling_runs(tmp_path):
+    """A compiler that fails leaves a warning, no library and a model that still trains; CNNBENCH_NATIVE=0 does not
+    try at all."""
+    train = ("import logging, torch; logging.basicConfig(); from cnnbench.models import native; "
+             "from cnnbench.models.layers import MaxPool2d; "
+             "x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_(); "
+             "MaxPool2d(2)(x).sum().backward(); print(native.kernels() is None, x.grad.sum().item())")  # fmt: skip
+    for extra in ({"CXX": "false"}, {"CNNBENCH_NATIVE": "0"}):
+        env = {**os.environ, "CNNBENCH_CACHE": str(tmp_path), **extra}
+        done = subprocess.run([sys.executable, "-c", train], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["True", "72.0"]  # each of the 2x4x3x3 windows passes its gradient of 1
+        assert ("could not be built" in done.stderr) == ("CXX" in extra)
+        assert not (tmp_path / "native").exists() or not list((tmp_path / "native").iterdir())

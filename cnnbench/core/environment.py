@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 from importlib import metadata
@@ -41,3 +42,21 @@ def device_info(device: Any) -> dict[str, Any]:
     if device.type == "cuda":
         info["name"] = torch.cuda.get_device_name(device)
     return info
+
+
+@functools.cache  # the CPU does not change under a running process
+def cpu_info() -> tuple[str, frozenset[str]]:
+    """(CPU model name, instruction-set flags) from /proc/cpuinfo; elsewhere platform's description and no flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())  # the first core's line: all cores of one machine match
+    name = fields.get("model name") or fields.get("Hardware")
+    if not name and "CPU part" in fields:  # Arm kernels name the core by implementer and part numbers
+        name = f"implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
+    flags = fields.get("flags") or fields.get("Features") or ""
+    return name or platform.processor() or platform.machine(), frozenset(flags.split())

@@ -20,6 +20,12 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def cache_folder() -> Path:
+    """Where cnnbench keeps what it learns about a machine (the format probe's answers, compiled kernels):
+    `~/.cache/cnnbench`, or `$CNNBENCH_CACHE`."""
+    return Path(os.environ.get("CNNBENCH_CACHE", Path.home() / ".cache" / "cnnbench"))
+
+
 def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,12 +31,10 @@ to import for the probe.
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -47,6 +45,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from cnnbench.core.environment import cpu_info as _cpu_info  # a module name here: tests stand in other CPUs
 from cnnbench.engine.autotune_cache import PROBE_VERSION, cache_path, cached_entry, read_cache, update_cache
 from cnnbench.engine.autotune_promise import (  # noqa: F401 - re-exported: callers import the probe's names from here
     PROMISE_EPOCHS,
@@ -56,7 +55,7 @@ from cnnbench.engine.autotune_promise import (  # noqa: F401 - re-exported: call
     check_promise,
 )
 from cnnbench.engine.device import DEFAULT_THREADS, dense_layers_in_fp32, keep_freed_memory_for_reuse
-from cnnbench.models import build_model
+from cnnbench.models import build_model, native
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +112,8 @@ def machine() -> dict[str, Any]:
     """The parts of this machine that decide the probe's answer; part of every cache key."""
     name, flags = _cpu_info()
     return {"cpu": name, "flags": [f for f in DECISIVE_FLAGS if f in flags], "cores": usable_cores(),
-            "torch": torch.__version__, "onednn": torch.backends.mkldnn.is_available()}  # fmt: skip
+            "torch": torch.__version__, "onednn": torch.backends.mkldnn.is_available(),
+            "native_kernels": native.kernels() is not None}  # fmt: skip
 
 
 def usable_cores() -> int:
@@ -121,24 +121,6 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
-
-
-@functools.cache  # the CPU does not change under a running process
-def _cpu_info() -> tuple[str, frozenset[str]]:
-    """(CPU model name, instruction-set flags) from /proc/cpuinfo; elsewhere platform's description and no flags."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        text = ""
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())  # the first core's line: all cores of one machine match
-    name = fields.get("model name") or fields.get("Hardware")
-    if not name and "CPU part" in fields:  # Arm kernels name the core by implementer and part numbers
-        name = f"implementer {fields.get('CPU implementer', '?')} part {fields['CPU part']}"
-    flags = fields.get("flags") or fields.get("Features") or ""
-    return name or platform.processor() or platform.machine(), frozenset(flags.split())
 
 
 def probe_key(input_shape: tuple[int, int, int], batch_size: int, *, key: dict[str, Any], precision: str = "auto",

@@ -9,19 +9,18 @@ other processes (a study's runs, a search's workers) share the file.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnnbench.core.storage import write_json_atomic
+from cnnbench.core.storage import cache_folder, write_json_atomic
 
-PROBE_VERSION = 5  # part of the cache key: raise it when the engine's speed or the probe changes (4: machine, rounds;
-# 5: the narrow channels_last BatchNorm, which moves the balance between the formats)
+PROBE_VERSION = 6  # part of the cache key: raise it when the engine's speed or the probe changes (4: machine, rounds;
+# 5: the narrow channels_last BatchNorm, which moves the balance between the formats; 6: the channels_last max-pool)
 
 
 def cache_path() -> Path:
-    return Path(os.environ.get("CNNBENCH_CACHE", Path.home() / ".cache" / "cnnbench")) / "autotune.json"
+    return cache_folder() / "autotune.json"
 
 
 def cached_entry(digest: str) -> dict[str, Any] | None:

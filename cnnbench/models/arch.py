@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from cnnbench.core.errors import UsageError
-from cnnbench.models.layers import BatchNorm2d, Dropout
+from cnnbench.models.layers import BatchNorm2d, Dropout, MaxPool2d
 from cnnbench.models.zoo import Classifier, InputSpec
 
 
@@ -79,7 +79,7 @@ def arch_net(spec: InputSpec, *, arch: dict[str, Any], dropout: float = 0.0) -> 
         else:
             layers.append(nn.Conv2d(cin, cout, k, stride=stride, padding=pad))
         if arch["downsample"] == "pool":
-            layers.append(nn.MaxPool2d(2))  # before the ReLU: the same function, a quarter of the ReLU work
+            layers.append(MaxPool2d(2))  # before the ReLU: the same function, a quarter of the ReLU work
         layers.append(nn.ReLU())
         if arch["batchnorm"]:
             layers.append(BatchNorm2d(cout))

@@ -10,7 +10,15 @@ on a CPU for channels_last inputs of fewer than 16 channels. PyTorch's channels_
 of one pixel at a time, a vector per pixel, and a channel count that is not a multiple of 16 leaves it in scalar tail
 loops: on a 2-core AMD EPYC with AVX-512 the forward and backward of mnist-7498's first BatchNorm (256x8x13x13) took
 1.7-1.8 ms in bf16 and 1.4 ms in fp32, against 0.5-0.6 ms here, and 0.5 ms for 16 channels, where PyTorch's is faster
-than this (benchmarks/batchnorm_speed.py). Everywhere else, and while tracing or exporting, it is PyTorch's own.
+than this (benchmarks/layer_speed.py). Everywhere else, and while tracing or exporting, it is PyTorch's own.
+
+`MaxPool2d` is `nn.MaxPool2d` with a C++ kernel (native.py, compiled on first use) for the zoo's 2x2, stride-2 pooling
+of channels_last bf16 and fp32 tensors on a CPU. PyTorch's CPU kernel keeps an int64 index per output value and
+scatters the gradient into a zeroed input-sized tensor, one channel at a time; this one keeps a one-byte place in the
+window and writes each input gradient once, and its results are bit for bit PyTorch's (ties and NaNs pick the same
+element). Measured on a 2-core AMD EPYC, forward and backward: cifar-simple's first pooling (128x32x30x30, bf16)
+2.1-3.0 ms against 0.2 ms of kernel time, the whole cifar-simple training step 1.9x faster and mnist-7498's 1.4x
+(benchmarks/layer_speed.py). Without a compiler it is PyTorch's own.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from cnnbench.models import native
 
 # The mask compares 16 random bits per element with a threshold: a 64-bit draw serves four elements.
 _LEVELS = 1 << 16
@@ -66,7 +76,7 @@ class Dropout(nn.Dropout):
 
 
 # Fewer channels than this take the path below; from 16 on PyTorch's channels_last kernel fills its vectors and wins
-# (measured at 4, 8, 12 and 16 channels: benchmarks/batchnorm_speed.py).
+# (measured at 4, 8, 12 and 16 channels: benchmarks/layer_speed.py).
 NARROW_CHANNELS = 16
 
 
@@ -143,6 +153,57 @@ class BatchNorm2d(nn.BatchNorm2d):
                 and x.numel() > x.shape[1]  # one value per channel: PyTorch's own raises its error
                 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
                 and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()))
+
+
+class _MaxPool2x2(torch.autograd.Function):
+    """2x2, stride-2 max pooling of a channels_last (N, C, H, W) tensor by native.py's kernels; H or W odd drops the
+    last row or column, as PyTorch's floor mode does."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        lib = native.kernels()
+        batch, channels, height, width = x.shape
+        out = torch.empty((batch, channels, height // 2, width // 2), dtype=x.dtype, memory_format=torch.channels_last)
+        place = torch.empty((batch, height // 2, width // 2, channels), dtype=torch.uint8)  # 0-3 in each window
+        forward = lib.max_pool2x2_forward_bf16 if x.dtype == torch.bfloat16 else lib.max_pool2x2_forward_f32
+        forward(x.data_ptr(), out.data_ptr(), place.data_ptr(), batch, height, width, channels, torch.get_num_threads())
+        ctx.save_for_backward(place)
+        ctx.input_shape, ctx.dtype = x.shape, x.dtype
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        lib = native.kernels()
+        (place,) = ctx.saved_tensors
+        batch, channels, height, width = ctx.input_shape
+        grad_out = grad_out.to(ctx.dtype).contiguous(memory_format=torch.channels_last)
+        grad_in = torch.empty(ctx.input_shape, dtype=ctx.dtype, memory_format=torch.channels_last)
+        backward = lib.max_pool2x2_backward_16 if grad_in.element_size() == 2 else lib.max_pool2x2_backward_32
+        backward(grad_out.data_ptr(), place.data_ptr(), grad_in.data_ptr(), batch, height, width, channels,
+                 torch.get_num_threads())  # fmt: skip
+        return grad_in
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d with a faster 2x2, stride-2 pooling of channels_last inputs on a CPU (see the module docstring);
+    the same results, bit for bit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _MaxPool2x2.apply(x) if self._native(x) else super().forward(x)
+
+    def _native(self, x: torch.Tensor) -> bool:
+        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+            return False  # an export or a compiled graph sees PyTorch's operator
+        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
+                and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices
+                and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
+                and min(x.shape[2:]) >= 2 and x.numel() > 0 and x.is_contiguous(memory_format=torch.channels_last)
+                and native.kernels() is not None)  # fmt: skip
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 def _dense(x: torch.Tensor) -> bool:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnbench.core.errors import UsageError
-from cnnbench.models.layers import Dropout
+from cnnbench.models.layers import Dropout, MaxPool2d
 from cnnbench.models.zoo import FrozenBatchNormMixin, InputSpec, num_outputs
 from cnnbench.core.registry import Registry
 
@@ -155,7 +155,7 @@ def build_head(spec: HeadSpec, channels: int, feature_hw: tuple[int, int], outpu
         if min(h, w) < 2:
             raise UsageError(f"--pool max2 needs a feature map of at least 2x2; this backbone gives {h}x{w} at this "
                              f"input size (use a larger --size or --pool avg)")  # fmt: skip
-        layers, flat = [nn.MaxPool2d(2)], channels * (h // 2) * (w // 2)
+        layers, flat = [MaxPool2d(2)], channels * (h // 2) * (w // 2)
     else:
         layers, flat = [], channels * h * w
     layers.append(nn.Flatten())
