@@ -17,8 +17,9 @@ of channels_last bf16 and fp32 tensors on a CPU. PyTorch's CPU kernel keeps an i
 scatters the gradient into a zeroed input-sized tensor, one channel at a time; this one keeps a one-byte place in the
 window and writes each input gradient once, and its results are bit for bit PyTorch's (ties and NaNs pick the same
 element). Measured on a 2-core AMD EPYC, forward and backward: cifar-simple's first pooling (128x32x30x30, bf16)
-2.1-3.0 ms against 0.2 ms of kernel time, the whole cifar-simple training step 1.9x faster and mnist-7498's 1.4x
-(benchmarks/layer_speed.py). Without a compiler it is PyTorch's own.
+2-3 ms against 0.2 ms of kernel time (benchmarks/layer_speed.py); the engine's training step, in alternated processes,
+1.22x faster for cifar-simple and 1.20x for mnist-7498 (benchmarks/train_speed.py). Without a compiler it is
+PyTorch's own.
 """
 
 from __future__ import annotations
