@@ -356,7 +356,8 @@ _LOAD_KERNELS = "from cnnbench.models import native; print(native.kernels() is n
 
 @needs_compiler
 def test_the_kernel_is_compiled_once_per_machine_and_then_loaded(tmp_path):
-    """A second process loads the cached library: the compiler (a wrapper that counts its calls) runs once."""
+    """A second process loads the cached library: the compiler (a wrapper that counts its calls) runs once; a damaged
+    library is built again."""
     real = next(shutil.which(c) for c in ("c++", "g++", "clang++") if shutil.which(c))
     calls = tmp_path / "calls"
     wrapper = tmp_path / "cxx"
@@ -368,7 +369,11 @@ def test_the_kernel_is_compiled_once_per_machine_and_then_loaded(tmp_path):
                               timeout=300)  # fmt: skip
         assert done.stdout.strip() == "True", done.stderr
     assert calls.read_text().splitlines() == ["called"]
-    assert [p.suffix for p in (tmp_path / "cache" / "native").iterdir()] == [".so"]  # no scratch file left beside it
+    (library,) = (tmp_path / "cache" / "native").iterdir()  # no scratch file left beside it
+    library.write_bytes(library.read_bytes()[:100])  # damaged: the next process builds it again
+    done = subprocess.run([sys.executable, "-c", _LOAD_KERNELS], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "True", done.stderr
+    assert calls.read_text().splitlines() == ["called", "called"]
 
 
 def test_without_a_working_compiler_or_when_switched_off_pytorchs_pooling_runs(tmp_path):

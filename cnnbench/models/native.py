@@ -57,7 +57,11 @@ def kernels() -> ctypes.CDLL | None:
     try:
         if not library.exists():
             _build(compiler, library)
-        lib = ctypes.CDLL(str(library))
+        try:
+            lib = ctypes.CDLL(str(library))
+        except OSError:  # damaged in the cache (it is written whole, but disks and people err): build it again
+            _build(compiler, library)
+            lib = ctypes.CDLL(str(library))
     except (OSError, subprocess.SubprocessError) as error:
         log.warning("cnnbench's C++ pooling kernel could not be built or loaded (%s): PyTorch's kernels are used",
                     str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)  # fmt: skip
