@@ -1,9 +1,9 @@
 """PyTorch's layers against cnnbench's own (cnnbench/models/layers.py) on channels_last inputs: one forward and backward
 pass, in training mode.
 
-    .venv/bin/python benchmarks/layer_speed.py                        # both layers at the zoo's shapes, bf16 and fp32
+    .venv/bin/python benchmarks/layer_speed.py                        # both layers at the zoo's shapes, bf16, fp32
     .venv/bin/python benchmarks/layer_speed.py --layer maxpool        # one of them: batchnorm or maxpool
-    .venv/bin/python benchmarks/layer_speed.py --quick                # mnist-7498's first BatchNorm and pooling (seconds)
+    .venv/bin/python benchmarks/layer_speed.py --quick                # mnist-7498's first of each (seconds)
 
 Each pair runs on the same tensor, timed in windows that alternate between the two layers (a disturbance lands on
 both), with the allocator setting the trainer uses. The figure is the median window in milliseconds per pass; the ratio

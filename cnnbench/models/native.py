@@ -1,13 +1,13 @@
 """Kernels in C++ for the layers whose PyTorch CPU kernels are slow at the zoo's shapes, compiled on first use.
 
 The source (plain C++, no PyTorch headers: a second or two to compile) lives beside this file. It is built with the
-machine's C++ compiler (`$CXX`, else c++, g++ or clang++) for this CPU and kept in `~/.cache/cnnbench/native/`
-(`$CNNBENCH_CACHE` moves it) under a name that digests the source, the compiler command and the CPU, so a changed
-source, compiler or host builds afresh. This is how PyTorch's own `torch.compile` works on a CPU: C++ compiled at run
-time by the system compiler, cached by content.
+machine's C++ compiler (`$CXX`, which may name a launcher too, as in `ccache g++`; else c++, g++ or clang++) for this
+CPU and kept in `~/.cache/cnnbench/native/` (`$CNNBENCH_CACHE` moves it) under a name that digests the source, the
+compiler command and the CPU, so a changed source, compiler or host builds afresh. This is how PyTorch's own
+`torch.compile` works on a CPU: C++ compiled at run time by the system compiler, cached by content.
 
-Without a compiler, where the build fails, or with `CNNBENCH_NATIVE=0`, `kernels()` is None and the layers use
-PyTorch's kernels: the same results, slower.
+Without a compiler, where the build fails, or with `CNNBENCH_NATIVE=0`, `kernels()` is None and the layers use PyTorch's
+kernels: the same results, slower.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("max_pool.cpp")
 # -march=native: the host's vector instructions (the cache name holds the CPU, so another host builds its own).
-# -mno-avx512f (x86 only): gcc's AVX-512 code for these loops uses masked loads and stores, measured 2-5x slower than its AVX2
-# code on an AMD EPYC with AVX-512; the loops are bound by memory, which 256-bit vectors already keep up with.
+# -mno-avx512f (x86 only): gcc's AVX-512 code for these loops uses masked loads and stores, measured 2-5x slower than
+# its AVX2 code on an AMD EPYC with AVX-512; the loops are bound by memory, which 256-bit vectors keep up with.
 # -fopenmp: PyTorch's own OpenMP runtime (already loaded, same soname) runs the threads, as many as torch uses.
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17"]
 X86_FLAGS = ["-mno-avx512f"]
@@ -89,8 +90,8 @@ def _build(compiler: str, library: Path) -> None:
     same time each write a whole file, and a build that fails or is interrupted leaves nothing behind."""
     with tempfile.TemporaryDirectory(prefix="cnnbench-native-") as scratch:
         built = Path(scratch) / library.name
-        done = subprocess.run([compiler, *_flags(), str(SOURCE), "-o", str(built)], capture_output=True, text=True,
-                              timeout=300)  # fmt: skip
+        command = [*shlex.split(compiler), *_flags(), str(SOURCE), "-o", str(built)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             raise OSError(f"{compiler} exited with {done.returncode}: {done.stderr.strip()[-500:]}")
         write_atomic(library, lambda handle: handle.write(built.read_bytes()))
