@@ -333,7 +333,7 @@ def test_max_pool_takes_pytorchs_path_where_the_kernel_does_not_apply(monkeypatc
         y, dx, path = _pool_step(layer, x, torch.ones_like(F.max_pool2d(x, layer.kernel_size, layer.stride,
                                                                       layer.padding, ceil_mode=layer.ceil_mode)))
         assert path == "MaxPool2DWithIndicesBackward0", layer
-        assert torch.equal(y, layer.__class__.__mro__[1].forward(layer, x))
+        assert torch.equal(y, nn.MaxPool2d.forward(layer, x))
     assert isinstance(MaxPool2d(2, return_indices=True)(cl), tuple)
     traced = torch.jit.trace(MaxPool2d(2), cl)
     assert "max_pool2d" in str(traced.graph)

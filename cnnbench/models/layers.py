@@ -149,11 +149,10 @@ class BatchNorm2d(nn.BatchNorm2d):
         return y
 
     def _narrow_channels_last_training(self, x: torch.Tensor) -> bool:
-        return (self.training and self.momentum is not None and x.device.type == "cpu" and x.dim() == 4
-                and x.dtype in (torch.float32, torch.bfloat16) and x.shape[1] < NARROW_CHANNELS
+        return (not _exporting() and self.training and self.momentum is not None and x.device.type == "cpu"
+                and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16) and x.shape[1] < NARROW_CHANNELS
                 and x.numel() > x.shape[1]  # one value per channel: PyTorch's own raises its error
-                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()))
+                and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
 
 
 class _MaxPool2x2(torch.autograd.Function):
@@ -194,13 +193,17 @@ class MaxPool2d(nn.MaxPool2d):
         return _MaxPool2x2.apply(x) if self._native(x) else super().forward(x)
 
     def _native(self, x: torch.Tensor) -> bool:
-        if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-            return False  # an export or a compiled graph sees PyTorch's operator
-        return (_pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
+        return (not _exporting() and _pair(self.kernel_size) == (2, 2) and _pair(self.stride) == (2, 2) and _pair(self.padding) == (0, 0)
                 and _pair(self.dilation) == (1, 1) and not self.ceil_mode and not self.return_indices
                 and x.device.type == "cpu" and x.dim() == 4 and x.dtype in (torch.float32, torch.bfloat16)
                 and min(x.shape[2:]) >= 2 and x.numel() > 0 and x.is_contiguous(memory_format=torch.channels_last)
                 and native.kernels() is not None)  # fmt: skip
+
+
+def _exporting() -> bool:
+    """Tracing, scripting or compiling: the graph must hold PyTorch's own operators (ONNX export, torch.compile). Asked
+    first, so that no shape test below it is recorded by a trace."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:

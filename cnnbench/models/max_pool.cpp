@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace {
 
@@ -83,31 +84,30 @@ void backward(const T* grad_out, const uint8_t* code, T* grad_in, int64_t n, int
 }
 
 // The channel counts the zoo's pooling sees get the count as a constant, so the compiler unrolls the channel loop; the
-// per-window loop with a variable count was 3-10x slower for 8 to 32 channels.
-template <typename T, typename... A>
-void forward_any(int64_t c, A... a) {
+// per-window loop with a variable count was 3-10x slower for 8 to 32 channels. `run` is called with the count as a
+// std::integral_constant, 0 standing for any other count.
+template <typename Run>
+void by_channels(int64_t c, Run run) {
     switch (c) {
-        case 8: return forward<T, 8>(a...);
-        case 16: return forward<T, 16>(a...);
-        case 32: return forward<T, 32>(a...);
-        case 64: return forward<T, 64>(a...);
-        case 128: return forward<T, 128>(a...);
-        case 256: return forward<T, 256>(a...);
-        default: return forward<T, 0>(a...);
+        case 8: return run(std::integral_constant<int64_t, 8>{});
+        case 16: return run(std::integral_constant<int64_t, 16>{});
+        case 32: return run(std::integral_constant<int64_t, 32>{});
+        case 64: return run(std::integral_constant<int64_t, 64>{});
+        case 128: return run(std::integral_constant<int64_t, 128>{});
+        case 256: return run(std::integral_constant<int64_t, 256>{});
+        default: return run(std::integral_constant<int64_t, 0>{});
     }
 }
 
-template <typename T, typename... A>
-void backward_any(int64_t c, A... a) {
-    switch (c) {
-        case 8: return backward<T, 8>(a...);
-        case 16: return backward<T, 16>(a...);
-        case 32: return backward<T, 32>(a...);
-        case 64: return backward<T, 64>(a...);
-        case 128: return backward<T, 128>(a...);
-        case 256: return backward<T, 256>(a...);
-        default: return backward<T, 0>(a...);
-    }
+template <typename T>
+void forward_any(const T* x, T* out, uint8_t* code, int64_t n, int64_t h, int64_t w, int64_t c, int threads) {
+    by_channels(c, [&](auto C) { forward<T, decltype(C)::value>(x, out, code, n, h, w, c, threads); });
+}
+
+template <typename T>
+void backward_any(const T* grad_out, const uint8_t* code, T* grad_in, int64_t n, int64_t h, int64_t w, int64_t c,
+                  int threads) {
+    by_channels(c, [&](auto C) { backward<T, decltype(C)::value>(grad_out, code, grad_in, n, h, w, c, threads); });
 }
 
 }  // namespace
@@ -115,18 +115,18 @@ void backward_any(int64_t c, A... a) {
 extern "C" {
 void max_pool2x2_forward_bf16(const uint16_t* x, uint16_t* out, uint8_t* code, int64_t n, int64_t h, int64_t w,
                               int64_t c, int threads) {
-    forward_any<uint16_t>(c, x, out, code, n, h, w, c, threads);
+    forward_any<uint16_t>(x, out, code, n, h, w, c, threads);
 }
 void max_pool2x2_forward_f32(const uint32_t* x, uint32_t* out, uint8_t* code, int64_t n, int64_t h, int64_t w,
                              int64_t c, int threads) {
-    forward_any<uint32_t>(c, x, out, code, n, h, w, c, threads);
+    forward_any<uint32_t>(x, out, code, n, h, w, c, threads);
 }
 void max_pool2x2_backward_16(const uint16_t* grad_out, const uint8_t* code, uint16_t* grad_in, int64_t n, int64_t h,
                              int64_t w, int64_t c, int threads) {
-    backward_any<uint16_t>(c, grad_out, code, grad_in, n, h, w, c, threads);
+    backward_any<uint16_t>(grad_out, code, grad_in, n, h, w, c, threads);
 }
 void max_pool2x2_backward_32(const uint32_t* grad_out, const uint8_t* code, uint32_t* grad_in, int64_t n, int64_t h,
                              int64_t w, int64_t c, int threads) {
-    backward_any<uint32_t>(c, grad_out, code, grad_in, n, h, w, c, threads);
+    backward_any<uint32_t>(grad_out, code, grad_in, n, h, w, c, threads);
 }
 }
